@@ -1,0 +1,95 @@
+//! The admin listener: `/health`, `/ready`, `/metrics`. It binds its own address and is never
+//! mounted on the public port.
+
+use crate::observability::metrics;
+use crate::upstream::Pools;
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde::Serialize;
+use std::sync::Arc;
+
+pub struct Admin {
+    pools: Arc<Pools>,
+}
+
+#[derive(Serialize)]
+struct UpstreamReadiness<'a> {
+    name: &'a str,
+    healthy: usize,
+    total: usize,
+}
+
+#[derive(Serialize)]
+struct Readiness<'a> {
+    ready: bool,
+    upstreams: Vec<UpstreamReadiness<'a>>,
+}
+
+impl Admin {
+    pub fn new(pools: Arc<Pools>) -> Admin {
+        Admin { pools }
+    }
+
+    /// Ready = the first health round ran and every upstream has a healthy backend.
+    pub fn readiness(&self) -> (bool, Vec<u8>) {
+        let upstreams: Vec<UpstreamReadiness<'_>> = self
+            .pools
+            .iter()
+            .map(|p| {
+                let h = p.health();
+                UpstreamReadiness {
+                    name: &p.name,
+                    healthy: h.healthy,
+                    total: h.total,
+                }
+            })
+            .collect();
+        let ready = self.pools.warmed_up() && upstreams.iter().all(|u| u.healthy > 0);
+        let body = serde_json::to_vec(&Readiness { ready, upstreams }).unwrap_or_default();
+        (ready, body)
+    }
+
+    fn refresh_backend_gauges(&self) {
+        for pool in self.pools.iter() {
+            for (backend, healthy) in pool.backend_health() {
+                metrics::set_backend_health(&pool.name, &backend, healthy);
+            }
+        }
+    }
+}
+
+fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("Content-Type", content_type)
+        .header("Content-Length", body.len())
+        .header("Cache-Control", "no-store")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path();
+        match path {
+            "/health" => reply(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
+            "/ready" => {
+                let (ready, body) = self.readiness();
+                reply(if ready { 200 } else { 503 }, "application/json", body)
+            }
+            "/metrics" => {
+                self.refresh_backend_gauges();
+                reply(200, "text/plain; version=0.0.4", metrics::render())
+            }
+            _ => reply(
+                404,
+                "application/json",
+                br#"{"error":"not_found","message":"admin endpoints: /health /ready /metrics"}"#
+                    .to_vec(),
+            ),
+        }
+    }
+}

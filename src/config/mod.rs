@@ -1,0 +1,291 @@
+//! The YAML contract of DESIGN.md: types, loading and validation.
+//!
+//! Loading is two-staged on purpose: serde rejects shape errors (unknown keys, wrong types,
+//! bad units) and reports the YAML path of the first one; [`validate`] then checks meaning
+//! (dangling names, bad addresses, conflicting options) and collects *every* problem, so an
+//! operator fixes a file in one round trip rather than one error per `check`.
+
+mod problem;
+mod units;
+mod validate;
+
+pub use problem::{Problem, Problems};
+pub use units::{ByteSize, HumanDuration};
+pub use validate::resolve_backend;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Listener and process settings; most map straight onto Pingora's `ServerConf`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: Vec<String>,
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: String,
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    #[serde(default = "default_pid_file")]
+    pub pid_file: String,
+    #[serde(default = "default_upgrade_sock")]
+    pub upgrade_sock: String,
+    #[serde(default)]
+    pub grace_period: Option<HumanDuration>,
+    #[serde(default)]
+    pub graceful_shutdown_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default = "default_max_request_body")]
+    pub max_request_body: ByteSize,
+    #[serde(default = "default_access_log")]
+    pub access_log: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            admin_listen: default_admin_listen(),
+            threads: default_threads(),
+            pid_file: default_pid_file(),
+            upgrade_sock: default_upgrade_sock(),
+            grace_period: None,
+            graceful_shutdown_timeout: None,
+            trusted_proxies: Vec::new(),
+            max_request_body: default_max_request_body(),
+            access_log: default_access_log(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<String> {
+    vec!["0.0.0.0:8080".to_string()]
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:9901".to_string()
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_pid_file() -> String {
+    "/run/tollgate/tollgate.pid".to_string()
+}
+fn default_upgrade_sock() -> String {
+    "/run/tollgate/upgrade.sock".to_string()
+}
+fn default_max_request_body() -> ByteSize {
+    ByteSize(10 * 1024 * 1024)
+}
+fn default_access_log() -> String {
+    "stdout".to_string()
+}
+
+/// A named pool of interchangeable backends.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub backends: Vec<BackendConfig>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: HumanDuration,
+    #[serde(default = "default_retries")]
+    pub retries: usize,
+    #[serde(default)]
+    pub preserve_host: bool,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+fn default_read_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_retries() -> usize {
+    1
+}
+
+/// `"127.0.0.1:4001"` or `{addr: "127.0.0.1:4002", weight: 2}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum BackendConfig {
+    Addr(String),
+    Weighted(WeightedBackend),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedBackend {
+    pub addr: String,
+    #[serde(default = "default_weight")]
+    pub weight: usize,
+}
+
+fn default_weight() -> usize {
+    1
+}
+
+impl BackendConfig {
+    pub fn addr(&self) -> &str {
+        match self {
+            BackendConfig::Addr(a) => a,
+            BackendConfig::Weighted(w) => &w.addr,
+        }
+    }
+    pub fn weight(&self) -> usize {
+        match self {
+            BackendConfig::Addr(_) => 1,
+            BackendConfig::Weighted(w) => w.weight,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheckKind {
+    Http,
+    Tcp,
+}
+
+/// Active health checking; absent means every backend is always considered healthy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    #[serde(rename = "type")]
+    pub kind: HealthCheckKind,
+    #[serde(default = "default_hc_path")]
+    pub path: String,
+    #[serde(default = "default_hc_interval")]
+    pub interval: HumanDuration,
+    #[serde(default = "default_hc_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default = "default_threshold")]
+    pub healthy_threshold: usize,
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: usize,
+}
+
+fn default_hc_path() -> String {
+    "/health".to_string()
+}
+fn default_hc_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+fn default_hc_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(500))
+}
+fn default_threshold() -> usize {
+    1
+}
+fn default_unhealthy_threshold() -> usize {
+    2
+}
+
+/// One routing rule: what it matches, where it goes, what it changes on the way.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    #[serde(rename = "match", default)]
+    pub matcher: MatchConfig,
+    pub upstream: String,
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub rewrite_prefix: Option<String>,
+    #[serde(default)]
+    pub request_headers: HeaderOps,
+    #[serde(default)]
+    pub response_headers: HeaderOps,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchConfig {
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "default_prefix")]
+    pub path_prefix: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+impl Default for MatchConfig {
+    fn default() -> Self {
+        MatchConfig {
+            host: None,
+            path_prefix: default_prefix(),
+            methods: Vec::new(),
+        }
+    }
+}
+
+fn default_prefix() -> String {
+    "/".to_string()
+}
+
+/// Header edits: `add` appends, `set` replaces, `remove` deletes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderOps {
+    #[serde(default)]
+    pub add: BTreeMap<String, String>,
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+impl Config {
+    /// Parse YAML text: shape errors come back as a single problem naming the YAML path.
+    pub fn parse(text: &str) -> Result<Config, Problems> {
+        let de = serde_yaml::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.inner().to_string();
+            Problems(vec![Problem::new(
+                if path == "." { String::new() } else { path },
+                message,
+            )])
+        })
+    }
+
+    /// Read, parse and validate a file; the returned config is safe to build a gateway from.
+    pub fn load(path: &Path) -> Result<Config, Problems> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Problems(vec![Problem::new(
+                String::new(),
+                format!("cannot read {}: {e}", path.display()),
+            )])
+        })?;
+        Self::load_str(&text)
+    }
+
+    /// Parse and validate YAML text.
+    pub fn load_str(text: &str) -> Result<Config, Problems> {
+        let config = Self::parse(text)?;
+        let problems = validate::validate(&config);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+}

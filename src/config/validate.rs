@@ -1,0 +1,369 @@
+//! Semantic checks that serde cannot express. Every check pushes a [`Problem`] and carries on,
+//! so one `tollgate check` lists everything wrong with a file.
+
+use super::{Config, HeaderOps, Problem, RouteConfig, UpstreamConfig};
+use crate::routing::methods::MethodSet;
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+
+pub(super) fn validate(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    check_server(config, &mut out);
+    for (name, upstream) in &config.upstreams {
+        check_upstream(name, upstream, &mut out);
+    }
+    if config.routes.is_empty() {
+        out.push(Problem::new("routes", "at least one route is required"));
+    }
+    let mut names = HashSet::new();
+    for (i, route) in config.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if !names.insert(route.name.as_str()) {
+            out.push(Problem::new(
+                format!("{at}.name"),
+                format!("duplicate route name {:?}", route.name),
+            ));
+        }
+        check_route(&at, route, config, &mut out);
+    }
+    out
+}
+
+fn check_server(config: &Config, out: &mut Vec<Problem>) {
+    let server = &config.server;
+    if server.listen.is_empty() {
+        out.push(Problem::new(
+            "server.listen",
+            "at least one address is required",
+        ));
+    }
+    let mut listen = Vec::new();
+    for (i, addr) in server.listen.iter().enumerate() {
+        match addr.parse::<SocketAddr>() {
+            Ok(a) => listen.push(a),
+            Err(_) => out.push(Problem::new(
+                format!("server.listen[{i}]"),
+                format!("invalid socket address {addr:?}; write IP:PORT such as 0.0.0.0:8080"),
+            )),
+        }
+    }
+    match server.admin_listen.parse::<SocketAddr>() {
+        Ok(admin) => {
+            if listen.contains(&admin) {
+                out.push(Problem::new(
+                    "server.admin_listen",
+                    "must differ from every server.listen address: admin endpoints are never public",
+                ));
+            }
+        }
+        Err(_) => out.push(Problem::new(
+            "server.admin_listen",
+            format!(
+                "invalid socket address {:?}; write IP:PORT such as 127.0.0.1:9901",
+                server.admin_listen
+            ),
+        )),
+    }
+    if server.threads == 0 {
+        out.push(Problem::new("server.threads", "must be at least 1"));
+    }
+    for (i, cidr) in server.trusted_proxies.iter().enumerate() {
+        if crate::forwarded::parse_trusted(cidr).is_none() {
+            out.push(Problem::new(
+                format!("server.trusted_proxies[{i}]"),
+                format!("invalid CIDR {cidr:?}; write e.g. 10.0.0.0/8 or 192.168.1.7"),
+            ));
+        }
+    }
+    let log = server.access_log.as_str();
+    if !(log == "stdout" || log == "off" || log.starts_with('/')) {
+        out.push(Problem::new(
+            "server.access_log",
+            format!("must be stdout, off or an absolute file path, not {log:?}"),
+        ));
+    }
+    if server.pid_file.is_empty() {
+        out.push(Problem::new("server.pid_file", "must not be empty"));
+    }
+    if server.upgrade_sock.is_empty() {
+        out.push(Problem::new("server.upgrade_sock", "must not be empty"));
+    }
+}
+
+fn check_upstream(name: &str, upstream: &UpstreamConfig, out: &mut Vec<Problem>) {
+    let at = format!("upstreams.{name}");
+    if upstream.backends.is_empty() {
+        out.push(Problem::new(
+            format!("{at}.backends"),
+            "at least one backend is required",
+        ));
+    }
+    for (i, backend) in upstream.backends.iter().enumerate() {
+        if let Err(msg) = resolve_backend(backend.addr()) {
+            out.push(Problem::new(format!("{at}.backends[{i}]"), msg));
+        }
+        if backend.weight() == 0 {
+            out.push(Problem::new(
+                format!("{at}.backends[{i}].weight"),
+                "must be at least 1",
+            ));
+        }
+    }
+    if upstream.connect_timeout.0.is_zero() {
+        out.push(Problem::new(format!("{at}.connect_timeout"), "must be > 0"));
+    }
+    if upstream.read_timeout.0.is_zero() {
+        out.push(Problem::new(format!("{at}.read_timeout"), "must be > 0"));
+    }
+    if let Some(hc) = &upstream.health_check {
+        if !hc.path.starts_with('/') {
+            out.push(Problem::new(
+                format!("{at}.health_check.path"),
+                "must start with \"/\"",
+            ));
+        }
+        if hc.interval.0.is_zero() {
+            out.push(Problem::new(
+                format!("{at}.health_check.interval"),
+                "must be > 0",
+            ));
+        }
+        if hc.timeout.0.is_zero() {
+            out.push(Problem::new(
+                format!("{at}.health_check.timeout"),
+                "must be > 0",
+            ));
+        }
+        if hc.healthy_threshold == 0 {
+            out.push(Problem::new(
+                format!("{at}.health_check.healthy_threshold"),
+                "must be at least 1",
+            ));
+        }
+        if hc.unhealthy_threshold == 0 {
+            out.push(Problem::new(
+                format!("{at}.health_check.unhealthy_threshold"),
+                "must be at least 1",
+            ));
+        }
+    }
+}
+
+/// Resolve once, at load time: Pingora's static discovery would otherwise do blocking DNS.
+pub fn resolve_backend(addr: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    match addr.to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| format!("{addr:?} resolves to no address")),
+        Err(e) => Err(format!("cannot resolve {addr:?} ({e}); write HOST:PORT")),
+    }
+}
+
+fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Problem>) {
+    if route.name.is_empty() {
+        out.push(Problem::new(format!("{at}.name"), "must not be empty"));
+    }
+    if !config.upstreams.contains_key(&route.upstream) {
+        let hint = closest(&route.upstream, config.upstreams.keys().map(String::as_str))
+            .map(|s| format!(" (did you mean {s:?}?)"))
+            .unwrap_or_default();
+        out.push(Problem::new(
+            format!("{at}.upstream"),
+            format!("no upstream named {:?}{hint}", route.upstream),
+        ));
+    }
+    let m = &route.matcher;
+    if !m.path_prefix.starts_with('/') {
+        out.push(Problem::new(
+            format!("{at}.match.path_prefix"),
+            "must start with \"/\"",
+        ));
+    } else if m.path_prefix.contains("//")
+        || m.path_prefix.split('/').any(|s| s == "." || s == "..")
+    {
+        out.push(Problem::new(
+            format!("{at}.match.path_prefix"),
+            "must be a normalised path (no \"//\", \".\" or \"..\" segments)",
+        ));
+    }
+    if let Some(host) = &m.host {
+        if !valid_host_pattern(host) {
+            out.push(Problem::new(
+                format!("{at}.match.host"),
+                format!("invalid host {host:?}; write api.example.com or *.example.com"),
+            ));
+        }
+    }
+    for (i, method) in m.methods.iter().enumerate() {
+        if MethodSet::bit(method.as_bytes()).is_none() {
+            out.push(Problem::new(
+                format!("{at}.match.methods[{i}]"),
+                format!(
+                    "unknown HTTP method {method:?}; expected one of GET HEAD POST PUT PATCH DELETE OPTIONS TRACE CONNECT"
+                ),
+            ));
+        }
+    }
+    if route.strip_prefix && route.rewrite_prefix.is_some() {
+        out.push(Problem::new(
+            at.to_string(),
+            "strip_prefix and rewrite_prefix are mutually exclusive",
+        ));
+    }
+    if let Some(p) = &route.rewrite_prefix {
+        if !p.starts_with('/') {
+            out.push(Problem::new(
+                format!("{at}.rewrite_prefix"),
+                "must start with \"/\"",
+            ));
+        }
+    }
+    check_header_ops(
+        &format!("{at}.request_headers"),
+        &route.request_headers,
+        out,
+    );
+    check_header_ops(
+        &format!("{at}.response_headers"),
+        &route.response_headers,
+        out,
+    );
+}
+
+fn check_header_ops(at: &str, ops: &HeaderOps, out: &mut Vec<Problem>) {
+    for (kind, map) in [("add", &ops.add), ("set", &ops.set)] {
+        for (name, value) in map {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                out.push(Problem::new(
+                    format!("{at}.{kind}.{name}"),
+                    "invalid header name",
+                ));
+            }
+            if http::HeaderValue::from_str(value).is_err() {
+                out.push(Problem::new(
+                    format!("{at}.{kind}.{name}"),
+                    "invalid header value",
+                ));
+            }
+        }
+    }
+    for (i, name) in ops.remove.iter().enumerate() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            out.push(Problem::new(
+                format!("{at}.remove[{i}]"),
+                format!("invalid header name {name:?}"),
+            ));
+        }
+    }
+}
+
+fn valid_host_pattern(host: &str) -> bool {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// The known name closest to a typo, if any is close enough to be a plausible intent.
+fn closest<'a>(wanted: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    known
+        .map(|k| (strsim::damerau_levenshtein(wanted, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match Config::load_str(yaml) {
+            Ok(_) => Vec::new(),
+            Err(p) => p.0.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    const BASE: &str = "upstreams:\n  orders:\n    backends: [\"127.0.0.1:4001\"]\n";
+
+    #[test]
+    fn dangling_upstream_suggests_the_closest_name() {
+        let yaml = format!(
+            "{BASE}routes:\n  - {{name: a, upstream: orders}}\n  - {{name: b, upstream: orders}}\n  - {{name: c, upstream: ordrs}}\n"
+        );
+        assert_eq!(
+            problems(&yaml),
+            vec![r#"routes[2].upstream: no upstream named "ordrs" (did you mean "orders"?)"#]
+        );
+    }
+
+    #[test]
+    fn collects_every_problem() {
+        let yaml = format!(
+            "{BASE}routes:\n  - {{name: a, upstream: nope, match: {{path_prefix: x}}}}\n  - {{name: a, upstream: orders, match: {{methods: [GETT]}}}}\n"
+        );
+        let p = problems(&yaml);
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert!(p[0].starts_with("routes[0].upstream: no upstream named \"nope\""));
+        assert_eq!(p[1], "routes[0].match.path_prefix: must start with \"/\"");
+        assert_eq!(p[2], "routes[1].name: duplicate route name \"a\"");
+        assert!(p[3].starts_with("routes[1].match.methods[0]: unknown HTTP method \"GETT\""));
+    }
+
+    #[test]
+    fn shape_errors_name_the_yaml_path() {
+        let yaml =
+            format!("{BASE}routes:\n  - {{name: a, upstream: orders, match: {{hots: x}}}}\n");
+        let p = problems(&yaml);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].starts_with("routes[0].match"), "{p:?}");
+        assert!(p[0].contains("unknown field `hots`"), "{p:?}");
+    }
+
+    #[test]
+    fn server_addresses_and_cidrs_are_checked() {
+        let yaml = format!(
+            "server:\n  listen: [\"nope\", \"127.0.0.1:80\"]\n  admin_listen: \"127.0.0.1:80\"\n  trusted_proxies: [\"10.0.0.0/33\"]\n{BASE}routes:\n  - {{name: a, upstream: orders}}\n"
+        );
+        let p = problems(&yaml);
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("server.listen[0]: invalid socket address")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("server.admin_listen: must differ")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.starts_with("server.trusted_proxies[0]: invalid CIDR")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn strip_and_rewrite_conflict() {
+        let yaml = format!(
+            "{BASE}routes:\n  - {{name: a, upstream: orders, strip_prefix: true, rewrite_prefix: /v2}}\n"
+        );
+        assert_eq!(
+            problems(&yaml),
+            vec!["routes[0]: strip_prefix and rewrite_prefix are mutually exclusive"]
+        );
+    }
+
+    #[test]
+    fn a_valid_file_has_no_problems() {
+        let yaml = format!("{BASE}routes:\n  - {{name: a, upstream: orders, match: {{host: \"*.example.com\", path_prefix: /orders, methods: [GET]}}}}\n");
+        assert!(problems(&yaml).is_empty());
+    }
+}

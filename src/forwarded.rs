@@ -1,0 +1,109 @@
+//! Who the client is, and the `X-Forwarded-For` chain the upstream receives.
+//!
+//! An incoming `X-Forwarded-For` is believed only when the TCP peer is a configured trusted
+//! proxy; from anyone else it is discarded, because any client can write that header.
+
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// Parse a trusted-proxy entry: a CIDR (`10.0.0.0/8`) or a bare address (`192.168.1.7`).
+pub fn parse_trusted(s: &str) -> Option<IpNet> {
+    let s = s.trim();
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Entries were checked by config validation; unparsable ones are skipped defensively.
+    pub fn new(entries: &[String]) -> TrustedProxies {
+        TrustedProxies(entries.iter().filter_map(|e| parse_trusted(e)).collect())
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// IPv4-mapped IPv6 peers (`::ffff:1.2.3.4`) are matched and logged as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The client address and the `X-Forwarded-For` value to send upstream.
+pub fn resolve(peer: IpAddr, incoming: Option<&str>, trusted: &TrustedProxies) -> (IpAddr, String) {
+    let peer = canonical(peer);
+    let incoming = incoming.map(str::trim).filter(|s| !s.is_empty());
+    match incoming {
+        Some(chain) if trusted.contains(peer) => {
+            // Walk right to left past our own proxies; the first address they did not vouch
+            // for is the client.
+            let mut client = peer;
+            for hop in chain.rsplit(',') {
+                match hop.trim().parse::<IpAddr>() {
+                    Ok(ip) => {
+                        client = canonical(ip);
+                        if !trusted.contains(client) {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            (client, format!("{chain}, {peer}"))
+        }
+        _ => (peer, peer.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn untrusted_peer_cannot_spoof() {
+        let t = TrustedProxies::new(&["10.0.0.0/8".to_string()]);
+        let (client, xff) = resolve(ip("203.0.113.9"), Some("1.2.3.4"), &t);
+        assert_eq!(client, ip("203.0.113.9"));
+        assert_eq!(xff, "203.0.113.9");
+    }
+
+    #[test]
+    fn trusted_peer_chain_is_appended_and_walked() {
+        let t = TrustedProxies::new(&["10.0.0.0/8".to_string()]);
+        let (client, xff) = resolve(ip("10.0.0.2"), Some("1.2.3.4, 10.0.0.1"), &t);
+        assert_eq!(client, ip("1.2.3.4"));
+        assert_eq!(xff, "1.2.3.4, 10.0.0.1, 10.0.0.2");
+    }
+
+    #[test]
+    fn garbage_in_the_chain_stops_the_walk() {
+        let t = TrustedProxies::new(&["127.0.0.1".to_string()]);
+        let (client, _) = resolve(ip("127.0.0.1"), Some("evil, 1.2.3.4"), &t);
+        assert_eq!(client, ip("1.2.3.4"));
+        let (client, _) = resolve(ip("127.0.0.1"), Some("nonsense"), &t);
+        assert_eq!(client, ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn mapped_ipv6_is_treated_as_ipv4() {
+        let t = TrustedProxies::new(&["127.0.0.0/8".to_string()]);
+        assert!(t.contains(ip("::ffff:127.0.0.1")));
+        assert!(parse_trusted("10.0.0.0/33").is_none());
+    }
+}

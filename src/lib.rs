@@ -1,0 +1,15 @@
+//! tollgate: an API gateway on Pingora. See README.md and DESIGN.md for the contract.
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod error_response;
+pub mod forwarded;
+pub mod header_ops;
+pub mod observability;
+pub mod proxy;
+pub mod request_id;
+pub mod routing;
+pub mod server;
+pub mod strip_identity;
+pub mod upstream;

@@ -1,0 +1,135 @@
+//! The `tollgate` command line: `run`, `check`, `demo`.
+
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use tollgate::config::{Config, Problems};
+use tollgate::server::{self, RunFlags};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "An API gateway on Cloudflare Pingora"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve traffic with the given config (refuses to start on any config problem).
+    Run {
+        /// Path to the YAML config.
+        #[arg(short = 'c', long = "conf")]
+        conf: PathBuf,
+        /// Fork into the background; the parent exits once the daemon is serving.
+        #[arg(short, long)]
+        daemon: bool,
+        /// Take the listening sockets over from a running tollgate (zero-downtime upgrade):
+        /// start this, then send SIGQUIT to the old process.
+        #[arg(short, long)]
+        upgrade: bool,
+    },
+    /// Validate a config: print every problem with its YAML path, exit 1 if there is any.
+    Check {
+        /// Path to the YAML config.
+        #[arg(short = 'c', long = "conf")]
+        conf: PathBuf,
+    },
+    /// Start the gateway with built-in demo backends on loopback and print curl lines to try.
+    Demo,
+}
+
+fn print_problems(file: &str, problems: &Problems) {
+    for p in &problems.0 {
+        eprintln!("error: {p}");
+    }
+    eprintln!("{} problem(s) in {file}", problems.0.len());
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|problems| {
+        print_problems(&path.display().to_string(), &problems);
+        ExitCode::from(1)
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn serve(
+    config: &Config,
+    flags: RunFlags,
+    extra: Vec<Box<dyn pingora::services::ServiceWithDependents>>,
+) -> ExitCode {
+    match server::build(config, flags, extra) {
+        Ok(server) => {
+            tracing::info!(
+                "tollgate {} serving {} route(s) over {} upstream(s) on {:?}, admin on {}",
+                env!("CARGO_PKG_VERSION"),
+                config.routes.len(),
+                config.upstreams.len(),
+                config.server.listen,
+                config.server.admin_listen
+            );
+            server.run_forever()
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { conf } => match load(&conf) {
+            Ok(config) => {
+                println!(
+                    "{}: OK ({} upstream(s), {} route(s))",
+                    conf.display(),
+                    config.upstreams.len(),
+                    config.routes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run {
+            conf,
+            daemon,
+            upgrade,
+        } => {
+            let config = match load(&conf) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_tracing();
+            serve(&config, RunFlags { daemon, upgrade }, Vec::new())
+        }
+        Command::Demo => {
+            let config = match Config::load_str(tollgate::demo::CONFIG) {
+                Ok(c) => c,
+                Err(problems) => {
+                    print_problems("the embedded demo config", &problems);
+                    return ExitCode::from(1);
+                }
+            };
+            init_tracing();
+            println!(
+                "{}",
+                tollgate::demo::banner(&config.server.listen[0], &config.server.admin_listen)
+            );
+            serve(&config, RunFlags::default(), tollgate::demo::services())
+        }
+    }
+}

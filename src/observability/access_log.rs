@@ -1,0 +1,190 @@
+//! One JSON line per request, written by a dedicated thread so a slow disk or a blocked pipe
+//! never stalls a worker: workers hand lines over a bounded channel and drop them (counted)
+//! when it is full.
+
+use serde::Serialize;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::OnceLock;
+
+/// Lines buffered between workers and the writer before new ones are dropped.
+const QUEUE: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Off,
+    Stdout,
+    File(String),
+}
+
+impl Destination {
+    pub fn from_config(s: &str) -> Destination {
+        match s {
+            "off" => Destination::Off,
+            "stdout" => Destination::Stdout,
+            path => Destination::File(path.to_string()),
+        }
+    }
+}
+
+/// The fields of DESIGN.md's access log, in its order.
+#[derive(Debug, Serialize)]
+pub struct Entry<'a> {
+    pub ts: String,
+    pub request_id: &'a str,
+    pub client_ip: Option<String>,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub route: &'a str,
+    pub upstream: Option<&'a str>,
+    pub backend: Option<String>,
+    pub status: u16,
+    pub latency_ms: f64,
+    pub upstream_latency_ms: Option<f64>,
+    pub bytes_sent: usize,
+    pub user_agent: &'a str,
+    pub consumer: Option<&'a str>,
+    pub error: Option<&'a str>,
+}
+
+pub struct AccessLog {
+    destination: Destination,
+    /// Started lazily, on the first line: `run -d` forks after config load, and a thread
+    /// spawned before the fork would not exist in the daemon.
+    sender: OnceLock<Option<SyncSender<Vec<u8>>>>,
+    dropped: AtomicU64,
+}
+
+impl AccessLog {
+    pub fn new(destination: Destination) -> AccessLog {
+        AccessLog {
+            destination,
+            sender: OnceLock::new(),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.destination != Destination::Off
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn write(&self, entry: &Entry<'_>) {
+        if !self.enabled() {
+            return;
+        }
+        let Some(tx) = self.sender.get_or_init(|| self.start()) else {
+            return;
+        };
+        let mut line = match serde_json::to_vec(entry) {
+            Ok(l) => l,
+            Err(_) => return,
+        };
+        line.push(b'\n');
+        match tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn start(&self) -> Option<SyncSender<Vec<u8>>> {
+        let mut out: Box<dyn Write + Send> = match &self.destination {
+            Destination::Off => return None,
+            Destination::Stdout => Box::new(std::io::stdout()),
+            Destination::File(path) => {
+                match std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                {
+                    Ok(f) => Box::new(f),
+                    Err(e) => {
+                        tracing::error!("cannot open access log {path}: {e}; access log disabled");
+                        return None;
+                    }
+                }
+            }
+        };
+        let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                let mut buf = std::io::BufWriter::with_capacity(64 * 1024, &mut out);
+                while let Ok(line) = rx.recv() {
+                    let _ = buf.write_all(&line);
+                    // Flush when the queue is drained so lines appear promptly at low rates.
+                    let mut more = true;
+                    while more {
+                        match rx.try_recv() {
+                            Ok(l) => {
+                                let _ = buf.write_all(&l);
+                            }
+                            Err(_) => more = false,
+                        }
+                    }
+                    let _ = buf.flush();
+                }
+            });
+        match spawned {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::error!("cannot start access log writer: {e}");
+                None
+            }
+        }
+    }
+}
+
+/// RFC 3339 UTC timestamp with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_reach_the_file_as_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::new(Destination::File(path.to_string_lossy().into_owned()));
+        log.write(&Entry {
+            ts: now_rfc3339(),
+            request_id: "r1",
+            client_ip: Some("127.0.0.1".into()),
+            method: "GET",
+            host: "h",
+            path: "/a",
+            route: "a",
+            upstream: Some("u"),
+            backend: None,
+            status: 200,
+            latency_ms: 1.5,
+            upstream_latency_ms: None,
+            bytes_sent: 10,
+            user_agent: "t",
+            consumer: None,
+            error: None,
+        });
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = std::fs::read_to_string(&path).unwrap_or_default();
+            if !text.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(v["request_id"], "r1");
+        assert_eq!(v["status"], 200);
+        assert_eq!(log.dropped(), 0);
+    }
+}

@@ -1,0 +1,57 @@
+//! Which gateway error a Pingora failure becomes (DESIGN.md's status table).
+
+use crate::error_response::GatewayError;
+use pingora::{Error, ErrorSource, ErrorType};
+
+/// `None` means the client is gone or broke the exchange itself: there is no one to answer.
+pub fn classify(e: &Error) -> Option<GatewayError> {
+    use ErrorType::*;
+    match e.etype() {
+        HTTPStatus(code) => return Some(GatewayError::from_status(*code)),
+        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+        | TLSHandshakeFailure | TLSHandshakeTimedout | HandshakeError | InvalidCert => {
+            return Some(GatewayError::BadGateway)
+        }
+        _ => {}
+    }
+    match e.esource() {
+        ErrorSource::Upstream => match e.etype() {
+            ReadTimedout | WriteTimedout => Some(GatewayError::GatewayTimeout),
+            _ => Some(GatewayError::BadGateway),
+        },
+        ErrorSource::Downstream => match e.etype() {
+            ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout => None,
+            _ => Some(GatewayError::BadRequest),
+        },
+        ErrorSource::Internal | ErrorSource::Unset => Some(GatewayError::Internal),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_timeouts_are_504_and_breakage_502() {
+        let mut e = Error::new(ErrorType::ReadTimedout);
+        e.as_up();
+        assert_eq!(classify(&e), Some(GatewayError::GatewayTimeout));
+        let e = Error::new(ErrorType::ConnectRefused);
+        assert_eq!(classify(&e), Some(GatewayError::BadGateway));
+        let mut e = Error::new(ErrorType::ConnectionClosed);
+        e.as_up();
+        assert_eq!(classify(&e), Some(GatewayError::BadGateway));
+    }
+
+    #[test]
+    fn client_side_failures_get_no_answer_or_400() {
+        let mut e = Error::new(ErrorType::ConnectionClosed);
+        e.as_down();
+        assert_eq!(classify(&e), None);
+        let mut e = Error::new(ErrorType::InvalidHTTPHeader);
+        e.as_down();
+        assert_eq!(classify(&e), Some(GatewayError::BadRequest));
+        let e = Error::new(ErrorType::HTTPStatus(503));
+        assert_eq!(classify(&e), Some(GatewayError::ServiceUnavailable));
+    }
+}

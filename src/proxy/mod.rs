@@ -1,0 +1,423 @@
+//! The Pingora `ProxyHttp` glue. It only sequences DESIGN.md's request path; each step's logic
+//! lives in its own module (routing, forwarded, strip_identity, upstream, header_ops, ...).
+
+mod error_map;
+pub mod respond;
+pub mod routes;
+
+use crate::config::Config;
+use crate::error_response::GatewayError;
+use crate::forwarded::{self, TrustedProxies};
+use crate::observability::access_log::{self, AccessLog, Destination, Entry};
+use crate::observability::metrics::{self, METRICS};
+use crate::request_id;
+use crate::routing::{normalize::normalize, router::host_only, Match, Router};
+use crate::strip_identity;
+use crate::upstream::Pools;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+use routes::RouteRuntime;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+/// Label used for requests that matched no route (bounded metric cardinality).
+const UNMATCHED: &str = "_unmatched";
+
+pub struct Gateway {
+    router: Router,
+    routes: Vec<RouteRuntime>,
+    trusted: TrustedProxies,
+    max_request_body: u64,
+    access_log: AccessLog,
+}
+
+impl Gateway {
+    pub fn new(config: &Config, pools: &Pools) -> Result<Gateway, String> {
+        let router = Router::new(&config.routes);
+        let routes = routes::build(config, &router, pools)?;
+        Ok(Gateway {
+            router,
+            routes,
+            trusted: TrustedProxies::new(&config.server.trusted_proxies),
+            max_request_body: config.server.max_request_body.0,
+            access_log: AccessLog::new(Destination::from_config(&config.server.access_log)),
+        })
+    }
+}
+
+/// Per-request state carried between phases.
+pub struct Ctx {
+    start: Instant,
+    request_id: String,
+    route: Option<usize>,
+    client_ip: Option<IpAddr>,
+    forwarded_for: Option<String>,
+    peer_trusted: bool,
+    /// Set when the upstream path differs from what the client sent.
+    upstream_path: Option<String>,
+    tried: Vec<SocketAddr>,
+    backend: Option<SocketAddr>,
+    upstream_start: Option<Instant>,
+    upstream_latency: Option<f64>,
+    body_bytes: u64,
+    error: Option<&'static str>,
+    in_flight: bool,
+}
+
+impl Gateway {
+    fn route(&self, ctx: &Ctx) -> Option<&RouteRuntime> {
+        ctx.route.map(|i| &self.routes[i])
+    }
+
+    /// Answer with a gateway error and remember why, for the access log.
+    async fn reject(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        kind: GatewayError,
+        message: &str,
+        extra: &[(&'static str, &str)],
+    ) -> pingora::Result<bool> {
+        ctx.error = Some(kind.code());
+        respond::error(session, kind, message, &ctx.request_id, extra).await?;
+        Ok(true)
+    }
+}
+
+fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The host the client addressed: `Host`, else the absolute-form URI's authority.
+fn request_host(req: &RequestHeader) -> &str {
+    header_str(req, "host")
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            request_id: String::new(),
+            route: None,
+            client_ip: None,
+            forwarded_for: None,
+            peer_trusted: false,
+            upstream_path: None,
+            tried: Vec::new(),
+            backend: None,
+            upstream_start: None,
+            upstream_latency: None,
+            body_bytes: 0,
+            error: None,
+            in_flight: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        METRICS.in_flight.inc();
+        ctx.in_flight = true;
+        let req = session.req_header();
+        ctx.request_id =
+            request_id::from_incoming(req.headers.get("x-request-id").map(|v| v.as_bytes()));
+
+        // 2. normalise the path; routing and forwarding both use the result.
+        let path = req.uri.path();
+        let normalized = match normalize(path) {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = e.to_string();
+                return self
+                    .reject(session, ctx, GatewayError::BadRequest, &msg, &[])
+                    .await;
+            }
+        };
+
+        // 3. route.
+        let host = host_only(request_host(req));
+        let route = match self
+            .router
+            .lookup(host, &normalized, req.method.as_str().as_bytes())
+        {
+            Match::Found(i) => i,
+            Match::NotFound => {
+                return self
+                    .reject(
+                        session,
+                        ctx,
+                        GatewayError::NotFound,
+                        GatewayError::NotFound.default_message(),
+                        &[],
+                    )
+                    .await;
+            }
+            Match::MethodNotAllowed(allowed) => {
+                let allow = allowed.allow_header();
+                return self
+                    .reject(
+                        session,
+                        ctx,
+                        GatewayError::MethodNotAllowed,
+                        GatewayError::MethodNotAllowed.default_message(),
+                        &[("Allow", &allow)],
+                    )
+                    .await;
+            }
+        };
+        ctx.route = Some(route);
+        let rt = &self.routes[route];
+        let query = req.uri.query();
+        let needs_rewrite = !matches!(rt.rewrite, crate::routing::rewrite::PrefixRewrite::Keep)
+            || normalized != path;
+        if needs_rewrite {
+            ctx.upstream_path = Some(rt.rewrite.apply(&rt.prefix, &normalized, query));
+        }
+
+        // Declared body too large: refuse before reading it.
+        let declared = header_str(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        let incoming_xff = header_str(req, "x-forwarded-for").map(str::to_owned);
+
+        // 4. identity headers are ours alone.
+        strip_identity::strip(session.req_header_mut());
+
+        if declared.is_some_and(|n| n > self.max_request_body) {
+            return self
+                .reject(
+                    session,
+                    ctx,
+                    GatewayError::PayloadTooLarge,
+                    GatewayError::PayloadTooLarge.default_message(),
+                    &[],
+                )
+                .await;
+        }
+
+        // Client identity for logs, limits and X-Forwarded-For.
+        if let Some(peer) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let (client, xff) = forwarded::resolve(peer, incoming_xff.as_deref(), &self.trusted);
+            ctx.peer_trusted = !self.trusted.is_empty() && self.trusted.contains(peer);
+            ctx.client_ip = Some(client);
+            ctx.forwarded_for = Some(xff);
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            if ctx.body_bytes > self.max_request_body {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over max_request_body",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let Some(route) = self.route(ctx) else {
+            return Error::e_explain(ErrorType::InternalError, "no route selected");
+        };
+        let pool = &route.pool;
+        let Some(backend) = pool.select(&ctx.tried) else {
+            // First attempt: nothing healthy at all. Later attempts: every healthy backend
+            // already failed to connect for this request.
+            let status = if ctx.tried.is_empty() { 503 } else { 502 };
+            return Error::e_explain(ErrorType::HTTPStatus(status), "no healthy backend left");
+        };
+        let Some(addr) = backend.addr.as_inet().copied() else {
+            return Error::e_explain(ErrorType::InternalError, "backend is not an inet address");
+        };
+        ctx.tried.push(addr);
+        ctx.backend = Some(addr);
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(pool.connect_timeout);
+        peer.options.read_timeout = Some(pool.read_timeout);
+        ctx.upstream_start = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // A connect failure never reached the backend's application: always safe to retry on
+        // another backend, up to the upstream's `retries`.
+        let retries = self.route(ctx).map_or(0, |r| r.pool.retries);
+        e.set_retry(ctx.tried.len() <= retries);
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(p) = &ctx.upstream_path {
+            upstream.set_raw_path(p.as_bytes())?;
+        }
+        upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if let Some(xff) = &ctx.forwarded_for {
+            upstream.insert_header("X-Forwarded-For", xff.as_str())?;
+        }
+        let original = session.req_header();
+        if !(ctx.peer_trusted && original.headers.contains_key("x-forwarded-proto")) {
+            upstream.insert_header("X-Forwarded-Proto", "http")?;
+        }
+        if !(ctx.peer_trusted && original.headers.contains_key("x-forwarded-host")) {
+            let host = request_host(original).to_owned();
+            if !host.is_empty() {
+                upstream.insert_header("X-Forwarded-Host", host)?;
+            }
+        }
+        if let Some(route) = self.route(ctx) {
+            if !route.pool.preserve_host {
+                if let Some(addr) = ctx.backend {
+                    upstream.insert_header("Host", addr.to_string())?;
+                }
+            }
+            route.request_headers.apply_request(upstream)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let Some(t) = ctx.upstream_start {
+            ctx.upstream_latency = Some(t.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if let Some(route) = self.route(ctx) {
+            route.response_headers.apply_response(resp)?;
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let kind = error_map::classify(e);
+        let code = kind.map_or(0, GatewayError::status);
+        if let Some(kind) = kind {
+            ctx.error = Some(kind.code());
+            if ctx.request_id.is_empty() {
+                ctx.request_id = request_id::generate();
+            }
+            // Once the response head went out, the only honest signal left is a cut connection.
+            if session.response_written().is_none() {
+                let retry_after: &[(&'static str, &str)] =
+                    if kind == GatewayError::ServiceUnavailable {
+                        &[("Retry-After", "1")]
+                    } else {
+                        &[]
+                    };
+                if let Err(err) = respond::error(
+                    session,
+                    kind,
+                    kind.default_message(),
+                    &ctx.request_id,
+                    retry_after,
+                )
+                .await
+                {
+                    tracing::debug!("could not send error response: {err}");
+                }
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.in_flight {
+            METRICS.in_flight.dec();
+        }
+        let req = session.req_header();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route = self.route(ctx);
+        let route_name = route.map_or(UNMATCHED, |r| r.name.as_str());
+        let latency = ctx.start.elapsed().as_secs_f64();
+        let status_label = http::StatusCode::from_u16(status)
+            .map(|s| s.as_str().to_owned())
+            .unwrap_or_else(|_| "0".to_owned());
+        METRICS
+            .requests
+            .with_label_values(&[
+                route_name,
+                metrics::method_label(&req.method),
+                &status_label,
+            ])
+            .inc();
+        METRICS
+            .request_duration
+            .with_label_values(&[route_name])
+            .observe(latency);
+        if let (Some(r), Some(up)) = (route, ctx.upstream_latency) {
+            METRICS
+                .upstream_duration
+                .with_label_values(&[&r.pool.name])
+                .observe(up);
+        }
+        if self.access_log.enabled() {
+            let error = ctx.error.or_else(|| e.map(|_| "proxy_error"));
+            self.access_log.write(&Entry {
+                ts: access_log::now_rfc3339(),
+                request_id: &ctx.request_id,
+                client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+                method: req.method.as_str(),
+                host: request_host(req),
+                path: req.uri.path(),
+                route: route_name,
+                upstream: route.map(|r| r.pool.name.as_str()),
+                backend: ctx.backend.map(|b| b.to_string()),
+                status,
+                latency_ms: latency * 1000.0,
+                upstream_latency_ms: ctx.upstream_latency.map(|s| s * 1000.0),
+                bytes_sent: session.body_bytes_sent(),
+                user_agent: header_str(req, "user-agent").unwrap_or(""),
+                consumer: None,
+                error,
+            });
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! The runtime view of each configured route: its pool, rewrite and header edits, indexed like
+//! the router's matches.
+
+use crate::config::Config;
+use crate::header_ops::CompiledHeaderOps;
+use crate::routing::rewrite::PrefixRewrite;
+use crate::routing::Router;
+use crate::upstream::{Pool, Pools};
+use std::sync::Arc;
+
+pub struct RouteRuntime {
+    pub name: String,
+    pub pool: Arc<Pool>,
+    pub prefix: String,
+    pub rewrite: PrefixRewrite,
+    pub request_headers: CompiledHeaderOps,
+    pub response_headers: CompiledHeaderOps,
+}
+
+pub fn build(config: &Config, router: &Router, pools: &Pools) -> Result<Vec<RouteRuntime>, String> {
+    config
+        .routes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let pool = pools
+                .get(&r.upstream)
+                .ok_or_else(|| format!("routes[{i}].upstream: no upstream named {:?}", r.upstream))?
+                .clone();
+            Ok(RouteRuntime {
+                name: r.name.clone(),
+                pool,
+                prefix: router.prefix(i).to_string(),
+                rewrite: PrefixRewrite::from_config(r.strip_prefix, r.rewrite_prefix.as_deref()),
+                request_headers: CompiledHeaderOps::compile(&r.request_headers),
+                response_headers: CompiledHeaderOps::compile(&r.response_headers),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,216 @@
+//! The route table, compiled once at start.
+//!
+//! Routes are bucketed by their path prefix. A lookup walks the request path's segment-boundary
+//! prefixes from longest to shortest (`/a/b/c`, `/a/b`, `/a`, `/`) and probes each bucket, so
+//! the cost grows with the depth of the path, not the number of routes, and the segment rule
+//! (`/orders` never matches `/ordersx`) holds by construction. Lookups borrow slices of the
+//! request path and never allocate.
+
+use super::methods::MethodSet;
+use crate::config::RouteConfig;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostMatch {
+    Any,
+    Exact(Box<str>),
+    /// `*.example.com` stored as `.example.com`; matches `a.example.com`, not `example.com`.
+    Suffix(Box<str>),
+}
+
+impl HostMatch {
+    fn parse(pattern: Option<&str>) -> HostMatch {
+        match pattern {
+            None => HostMatch::Any,
+            Some(p) => match p.strip_prefix('*') {
+                Some(suffix) => HostMatch::Suffix(suffix.to_ascii_lowercase().into()),
+                None => HostMatch::Exact(p.to_ascii_lowercase().into()),
+            },
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Any => true,
+            HostMatch::Exact(h) => host.eq_ignore_ascii_case(h),
+            HostMatch::Suffix(s) => {
+                host.len() > s.len()
+                    && host.is_char_boundary(host.len() - s.len())
+                    && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CompiledRoute {
+    host: HostMatch,
+    methods: MethodSet,
+    /// Normalised prefix without a trailing slash (except the root, `/`).
+    prefix: Box<str>,
+}
+
+/// Result of a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// Index of the winning route in the config's `routes` list.
+    Found(usize),
+    /// Some route matches host and path, but none accepts this method.
+    MethodNotAllowed(MethodSet),
+    NotFound,
+}
+
+#[derive(Debug)]
+pub struct Router {
+    routes: Vec<CompiledRoute>,
+    /// Prefix → route indices in file order (ties go to the earlier route).
+    buckets: HashMap<Box<str>, Vec<usize>>,
+}
+
+/// Canonical form of a configured prefix: `/orders/` and `/orders` are the same rule.
+pub fn canonical_prefix(prefix: &str) -> &str {
+    let trimmed = prefix.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/"
+    } else {
+        trimmed
+    }
+}
+
+/// The host a client asked for, without port or trailing dot.
+pub fn host_only(authority: &str) -> &str {
+    let h = if authority.starts_with('[') {
+        match authority.find(']') {
+            Some(end) => &authority[..=end],
+            None => authority,
+        }
+    } else {
+        match authority.rfind(':') {
+            Some(i) => &authority[..i],
+            None => authority,
+        }
+    };
+    h.strip_suffix('.').unwrap_or(h)
+}
+
+impl Router {
+    pub fn new(routes: &[RouteConfig]) -> Router {
+        let mut compiled = Vec::with_capacity(routes.len());
+        let mut buckets: HashMap<Box<str>, Vec<usize>> = HashMap::new();
+        for (i, r) in routes.iter().enumerate() {
+            let prefix: Box<str> = canonical_prefix(&r.matcher.path_prefix).into();
+            buckets.entry(prefix.clone()).or_default().push(i);
+            compiled.push(CompiledRoute {
+                host: HostMatch::parse(r.matcher.host.as_deref()),
+                methods: MethodSet::from_names(&r.matcher.methods),
+                prefix,
+            });
+        }
+        Router {
+            routes: compiled,
+            buckets,
+        }
+    }
+
+    /// The prefix a route was compiled with (for strip/rewrite).
+    pub fn prefix(&self, route: usize) -> &str {
+        &self.routes[route].prefix
+    }
+
+    /// Find the route for a normalised path. `host` is the bare host (see [`host_only`]).
+    pub fn lookup(&self, host: &str, path: &str, method: &[u8]) -> Match {
+        let mut allowed = MethodSet::EMPTY;
+        let mut end = path.len();
+        loop {
+            let candidate = if end == 0 { "/" } else { &path[..end] };
+            if let Some(bucket) = self.buckets.get(candidate) {
+                for &i in bucket {
+                    let r = &self.routes[i];
+                    if !r.host.matches(host) {
+                        continue;
+                    }
+                    if r.methods.contains(method) {
+                        return Match::Found(i);
+                    }
+                    allowed = allowed.union(r.methods);
+                }
+            }
+            if candidate == "/" {
+                break;
+            }
+            end = match path[..end].rfind('/') {
+                Some(i) => i,
+                None => break,
+            };
+        }
+        if allowed.is_empty() {
+            Match::NotFound
+        } else {
+            Match::MethodNotAllowed(allowed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn router(routes_yaml: &str) -> Router {
+        let yaml =
+            format!("upstreams:\n  u:\n    backends: [\"127.0.0.1:1\"]\nroutes:\n{routes_yaml}");
+        let config = Config::load_str(&yaml).expect("valid config");
+        Router::new(&config.routes)
+    }
+
+    #[test]
+    fn longest_prefix_on_segment_boundaries() {
+        let r = router(
+            "  - {name: root, upstream: u}\n  - {name: orders, upstream: u, match: {path_prefix: /orders}}\n  - {name: items, upstream: u, match: {path_prefix: /orders/items/}}\n",
+        );
+        assert_eq!(r.lookup("h", "/orders", b"GET"), Match::Found(1));
+        assert_eq!(r.lookup("h", "/orders/7", b"GET"), Match::Found(1));
+        assert_eq!(r.lookup("h", "/orders/", b"GET"), Match::Found(1));
+        assert_eq!(r.lookup("h", "/ordersx", b"GET"), Match::Found(0));
+        assert_eq!(r.lookup("h", "/orders/items/3", b"GET"), Match::Found(2));
+        assert_eq!(r.lookup("h", "/", b"GET"), Match::Found(0));
+    }
+
+    #[test]
+    fn hosts_filter_and_ties_go_to_the_earlier_route() {
+        let r = router(
+            "  - {name: exact, upstream: u, match: {host: api.example.com, path_prefix: /a}}\n  - {name: wild, upstream: u, match: {host: \"*.example.com\", path_prefix: /a}}\n  - {name: any, upstream: u, match: {path_prefix: /a}}\n",
+        );
+        assert_eq!(r.lookup("API.example.com", "/a", b"GET"), Match::Found(0));
+        assert_eq!(r.lookup("x.example.com", "/a", b"GET"), Match::Found(1));
+        assert_eq!(r.lookup("example.com", "/a", b"GET"), Match::Found(2));
+        assert_eq!(r.lookup("other", "/a/b", b"GET"), Match::Found(2));
+    }
+
+    #[test]
+    fn method_mismatch_reports_allowed_methods() {
+        let r =
+            router("  - {name: a, upstream: u, match: {path_prefix: /a, methods: [GET, POST]}}\n");
+        match r.lookup("h", "/a/1", b"DELETE") {
+            Match::MethodNotAllowed(set) => assert_eq!(set.allow_header(), "GET, HEAD, POST"),
+            other => panic!("expected 405, got {other:?}"),
+        }
+        assert_eq!(r.lookup("h", "/b", b"GET"), Match::NotFound);
+    }
+
+    #[test]
+    fn a_shorter_prefix_with_the_method_beats_a_longer_one_without() {
+        let r = router(
+            "  - {name: reads, upstream: u, match: {path_prefix: /a/b, methods: [GET]}}\n  - {name: all, upstream: u, match: {path_prefix: /a}}\n",
+        );
+        assert_eq!(r.lookup("h", "/a/b", b"POST"), Match::Found(1));
+    }
+
+    #[test]
+    fn host_only_strips_ports_and_trailing_dots() {
+        assert_eq!(host_only("api.example.com:8080"), "api.example.com");
+        assert_eq!(host_only("api.example.com."), "api.example.com");
+        assert_eq!(host_only("[::1]:8080"), "[::1]");
+        assert_eq!(host_only("localhost"), "localhost");
+    }
+}

@@ -1,0 +1,85 @@
+//! Assemble the Pingora server from a validated config: pools, health checks, the proxy
+//! listener (gated on the first health round) and the admin listener.
+
+use crate::admin::Admin;
+use crate::config::Config;
+use crate::proxy::Gateway;
+use crate::upstream::{HealthService, Pools};
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use pingora::services::ServiceWithDependents;
+use std::sync::Arc;
+
+/// Command-line switches that shape how the process runs (not what it serves).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunFlags {
+    pub daemon: bool,
+    pub upgrade: bool,
+}
+
+/// Pingora's `ServerConf` from our `server` section.
+pub fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
+    let s = &config.server;
+    ServerConf {
+        daemon: flags.daemon,
+        threads: s.threads,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        grace_period_seconds: s.grace_period.map(|d| d.0.as_secs()),
+        graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout.map(|d| d.0.as_secs()),
+        // With `-d`, the parent waits until the daemon is serving, so a supervisor (systemd's
+        // Type=forking) sees success only when the new process is really up.
+        daemon_wait_for_ready: flags.daemon,
+        ..ServerConf::default()
+    }
+}
+
+/// A ready-to-run server. `extra` services (the demo backends) start before health checks.
+pub fn build(
+    config: &Config,
+    flags: RunFlags,
+    extra: Vec<Box<dyn ServiceWithDependents>>,
+) -> Result<Server, String> {
+    let pools = Arc::new(Pools::build(config)?);
+    let gateway = Gateway::new(config, &pools)?;
+
+    let opt = Opt {
+        upgrade: flags.upgrade,
+        daemon: flags.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(config, flags));
+    server.bootstrap();
+
+    let extra_handles = server.add_services(extra);
+
+    let health = background_service(
+        "health checks",
+        HealthService::new(pools.iter().cloned().collect()),
+    );
+    let health_handle = server.add_service(health);
+    for h in &extra_handles {
+        health_handle.add_dependency(h);
+    }
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "tollgate proxy",
+    );
+    for addr in &config.server.listen {
+        proxy.add_tcp(addr);
+    }
+    let proxy_handle = server.add_service(proxy);
+    // No traffic before the first health round: a backend dead at start gets no request.
+    proxy_handle.add_dependency(&health_handle);
+
+    let mut admin = Service::new("tollgate admin".to_string(), Admin::new(pools.clone()));
+    admin.threads = Some(1);
+    admin.add_tcp(&config.server.admin_listen);
+    server.add_service(admin);
+
+    Ok(server)
+}

@@ -1,0 +1,8 @@
+//! Upstream pools: one Pingora round-robin load balancer per configured upstream, with active
+//! health checks that run before traffic is accepted.
+
+pub mod health;
+pub mod pool;
+
+pub use health::HealthService;
+pub use pool::{Pool, Pools};

@@ -1,0 +1,141 @@
+//! A named pool: Pingora's weighted round robin over backends resolved at config load.
+
+use crate::config::{Config, HealthCheckConfig, UpstreamConfig};
+use pingora::lb::discovery::Static;
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::health;
+
+/// Everything the proxy needs to send a request to one upstream.
+pub struct Pool {
+    pub name: String,
+    pub lb: LoadBalancer<RoundRobin>,
+    pub backends: Vec<SocketAddr>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    /// Extra attempts on other backends after a connect failure.
+    pub retries: usize,
+    pub preserve_host: bool,
+    pub health_check: Option<HealthCheckConfig>,
+    /// False until the first round of health checks finished: the gateway does not accept
+    /// traffic before that, so a backend dead at start never sees a request.
+    pub warmed_up: Arc<AtomicBool>,
+}
+
+/// How many backends a pool has and how many are in rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolHealth {
+    pub healthy: usize,
+    pub total: usize,
+}
+
+impl Pool {
+    fn build(name: &str, cfg: &UpstreamConfig) -> Result<Pool, String> {
+        let mut set = BTreeSet::new();
+        let mut addrs = Vec::with_capacity(cfg.backends.len());
+        for b in &cfg.backends {
+            let addr = crate::config::resolve_backend(b.addr())?;
+            let backend = Backend::new_with_weight(&addr.to_string(), b.weight())
+                .map_err(|e| format!("backend {addr}: {e}"))?;
+            set.insert(backend);
+            addrs.push(addr);
+        }
+        let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Static::new(set)));
+        // Static discovery completes immediately; this only builds the selector.
+        futures_now(lb.update())?;
+        let warmed_up = Arc::new(AtomicBool::new(cfg.health_check.is_none()));
+        if let Some(hc) = &cfg.health_check {
+            lb.set_health_check(health::build_check(name, hc, warmed_up.clone()));
+            lb.health_check_frequency = Some(hc.interval.0);
+        }
+        Ok(Pool {
+            name: name.to_string(),
+            lb,
+            backends: addrs,
+            connect_timeout: cfg.connect_timeout.0,
+            read_timeout: cfg.read_timeout.0,
+            retries: cfg.retries,
+            preserve_host: cfg.preserve_host,
+            health_check: cfg.health_check.clone(),
+            warmed_up,
+        })
+    }
+
+    /// Next healthy backend in round-robin order that `skip` does not exclude.
+    pub fn select(&self, skip: &[SocketAddr]) -> Option<Backend> {
+        self.lb.select_with(b"", 256, |b, healthy| {
+            healthy
+                && !skip
+                    .iter()
+                    .any(|s| *s == b.addr.as_inet().copied().unwrap_or(*s))
+        })
+    }
+
+    pub fn health(&self) -> PoolHealth {
+        let set = self.lb.backends().get_backend();
+        let healthy = set.iter().filter(|b| self.lb.backends().ready(b)).count();
+        PoolHealth {
+            healthy,
+            total: set.len(),
+        }
+    }
+
+    /// Per-backend readiness, for metrics and `/ready`.
+    pub fn backend_health(&self) -> Vec<(String, bool)> {
+        let set = self.lb.backends().get_backend();
+        set.iter()
+            .map(|b| (b.addr.to_string(), self.lb.backends().ready(b)))
+            .collect()
+    }
+}
+
+fn futures_now<F: std::future::Future<Output = pingora::Result<()>>>(f: F) -> Result<(), String> {
+    use std::task::{Context, Poll, Waker};
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        Poll::Ready(r) => r.map_err(|e| e.to_string()),
+        Poll::Pending => Err("static backend discovery unexpectedly blocked".to_string()),
+    }
+}
+
+/// All pools by name, shared by the proxy, the health service and the admin endpoints.
+pub struct Pools {
+    by_name: HashMap<String, Arc<Pool>>,
+    ordered: Vec<Arc<Pool>>,
+}
+
+impl Pools {
+    pub fn build(config: &Config) -> Result<Pools, String> {
+        let mut by_name = HashMap::new();
+        let mut ordered = Vec::new();
+        for (name, cfg) in &config.upstreams {
+            let pool =
+                Arc::new(Pool::build(name, cfg).map_err(|e| format!("upstreams.{name}: {e}"))?);
+            by_name.insert(name.clone(), pool.clone());
+            ordered.push(pool);
+        }
+        Ok(Pools { by_name, ordered })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.ordered.iter()
+    }
+
+    /// True once every pool finished its first health round.
+    pub fn warmed_up(&self) -> bool {
+        self.ordered
+            .iter()
+            .all(|p| p.warmed_up.load(Ordering::Acquire))
+    }
+}
