@@ -1,1 +1,53 @@
-fn main() {}
+//! Route lookup cost with 1,000 routes (issue 2): normalisation + table lookup per request.
+//! Run: `cargo bench --bench routing`.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use tollgate::config::Config;
+use tollgate::routing::normalize::normalize;
+use tollgate::routing::Router;
+
+fn thousand_routes() -> Config {
+    let mut yaml = String::from("upstreams:\n  u:\n    backends: [\"127.0.0.1:1\"]\nroutes:\n");
+    for i in 0..1000 {
+        let host = match i % 3 {
+            0 => String::new(),
+            1 => format!(", host: api{}.example.com", i % 10),
+            _ => ", host: \"*.example.com\"".to_string(),
+        };
+        yaml.push_str(&format!(
+            "  - {{name: r{i}, upstream: u, match: {{path_prefix: /svc{}/v{}/res{i}{host}, methods: [GET, POST]}}}}\n",
+            i % 50,
+            i % 4
+        ));
+    }
+    yaml.push_str("  - {name: root, upstream: u}\n");
+    Config::load_str(&yaml).expect("bench config is valid")
+}
+
+fn bench(c: &mut Criterion) {
+    let config = thousand_routes();
+    let router = Router::new(&config.routes);
+    let mut g = c.benchmark_group("route_lookup_1000_routes");
+    g.bench_function("deep_hit", |b| {
+        b.iter(|| {
+            let p = normalize(black_box("/svc17/v3/res967/items/42")).expect("valid");
+            black_box(router.lookup(black_box("a.example.com"), &p, b"GET"))
+        })
+    });
+    g.bench_function("miss_to_root", |b| {
+        b.iter(|| {
+            let p = normalize(black_box("/nothing/here/at/all")).expect("valid");
+            black_box(router.lookup(black_box("api.example.com"), &p, b"GET"))
+        })
+    });
+    g.bench_function("method_not_allowed", |b| {
+        b.iter(|| black_box(router.lookup("x", black_box("/svc0/v0/res0/1"), b"DELETE")))
+    });
+    g.bench_function("normalize_dirty_path", |b| {
+        b.iter(|| black_box(normalize(black_box("//svc1/./v1/%2e%2e/v1/res1")).expect("valid")))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
