@@ -123,11 +123,27 @@ fn default_retries() -> usize {
 }
 
 /// `"127.0.0.1:4001"` or `{addr: "127.0.0.1:4002", weight: 2}`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum BackendConfig {
     Addr(String),
     Weighted(WeightedBackend),
+}
+
+/// Hand-written rather than `untagged` so a typo inside the map form reports the real problem
+/// (`unknown field `adr``) instead of "data did not match any variant".
+impl<'de> Deserialize<'de> for BackendConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::String(s) => Ok(BackendConfig::Addr(s)),
+            v @ serde_yaml::Value::Mapping(_) => WeightedBackend::deserialize(v)
+                .map(BackendConfig::Weighted)
+                .map_err(|e| D::Error::custom(strip_location(&e.to_string()))),
+            _ => Err(D::Error::custom(
+                "a backend is \"IP:PORT\" or {addr: \"IP:PORT\", weight: N}",
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,7 +275,7 @@ impl Config {
         let de = serde_yaml::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let message = e.inner().to_string();
+            let message = strip_path_prefix(&e.inner().to_string());
             Problems(vec![Problem::new(
                 if path == "." { String::new() } else { path },
                 message,
@@ -287,5 +303,23 @@ impl Config {
         } else {
             Err(Problems(problems))
         }
+    }
+}
+
+/// serde_yaml prefixes its messages with its own idea of the path (`upstreams.orders: ...`);
+/// we print the precise path from serde_path_to_error instead, so drop the duplicate.
+fn strip_path_prefix(message: &str) -> String {
+    match message.split_once(": ") {
+        Some((head, rest)) if !head.is_empty() && !head.contains(' ') => rest.to_string(),
+        _ => message.to_string(),
+    }
+}
+
+/// Drop serde_yaml's "at line N column M" when re-wrapping a nested error (it would point into
+/// a re-serialised fragment, not the user's file).
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
     }
 }
