@@ -42,6 +42,7 @@ impl ServeHttp for DemoBackend {
             "method": req.method.as_str(),
             "path": req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
             "user_id": req.headers.get("x-user-id").and_then(|v| v.to_str().ok()),
+            "consumer": req.headers.get("x-consumer").and_then(|v| v.to_str().ok()),
             "request_id": req.headers.get("x-request-id").and_then(|v| v.to_str().ok()),
             "data": {"id": 7, "status": "shipped", "total": 42.5},
             "internal_cost": 31.2,
@@ -77,8 +78,43 @@ pub fn services() -> Vec<Box<dyn ServiceWithDependents>> {
         .collect()
 }
 
+/// Environment variable holding the demo's HS256 secret (see conf/demo.yaml).
+pub const SECRET_ENV: &str = "TOLLGATE_DEMO_SECRET";
+/// The demo partner's API key; conf/demo.yaml holds only its SHA-256.
+pub const PARTNER_KEY: &str = "demo-partner-key";
+
+/// Give the demo a fresh random secret unless the user brought one. Called before any thread
+/// starts (it mutates the process environment).
+pub fn ensure_secret() {
+    if std::env::var(SECRET_ENV).map_or(true, |s| s.len() < 32) {
+        let secret = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        std::env::set_var(SECRET_ENV, secret);
+    }
+}
+
+fn demo_token(sub: &str, roles: &[&str]) -> String {
+    let secret = std::env::var(SECRET_ENV).unwrap_or_default();
+    let claims = crate::auth::mint::DevClaims {
+        sub: sub.to_string(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        scope: Some("orders:read orders:write".to_string()),
+        issuer: Some("tollgate-demo".to_string()),
+        audience: Some("demo".to_string()),
+        ttl_secs: 3600,
+    };
+    crate::auth::mint::mint_hmac(secret.as_bytes(), jsonwebtoken::Algorithm::HS256, &claims)
+        .unwrap_or_else(|e| format!("<could not mint: {e}>"))
+}
+
 /// What to paste into a second terminal.
 pub fn banner(listen: &str, admin: &str) -> String {
+    let good = demo_token("alice", &["payments", "orders-writer"]);
+    let weak = demo_token("bob", &["viewer"]);
+    let key = PARTNER_KEY;
     format!(
         r#"tollgate demo: gateway on http://{listen}, admin on http://{admin}
 backends: orders 127.0.0.1:4101/4102, payments 127.0.0.1:4201/4202 (weight 2 on the second), users 127.0.0.1:4301/4302
@@ -86,13 +122,22 @@ backends: orders 127.0.0.1:4101/4102, payments 127.0.0.1:4201/4202 (weight 2 on 
 Try (watch "instance" alternate: round robin over health-checked pools):
   curl -s http://{listen}/orders/7
   curl -s http://{listen}/orders/7
-  curl -s -X POST http://{listen}/orders -d '{{}}'
   curl -si -X DELETE http://{listen}/orders/7          # 405 + Allow
   curl -s http://{listen}/payments/42                   # strip_prefix: backend sees /42
   curl -s http://{listen}/users/me                      # rewrite_prefix: backend sees /v1/users/me
   curl -s http://{listen}/nope                          # 404 JSON error
   curl -si 'http://{listen}/orders/%2e%2e/%2e%2e/etc'   # 400: climbs above /
   curl -s -H 'X-User-Id: admin' http://{listen}/orders/1   # spoofed identity is stripped
+
+Auth (HS256 dev tokens, valid 1h; /payments always needs a token with role "payments",
+writes to /orders need role "orders-writer" or the partner API key):
+  GOOD={good}
+  WEAK={weak}
+  curl -si http://{listen}/payments/1 | head -1                                   # 401 + WWW-Authenticate
+  curl -s -H "Authorization: Bearer $GOOD" http://{listen}/payments/1             # 200, backend sees user_id alice
+  curl -si -H "Authorization: Bearer $WEAK" http://{listen}/payments/1 | head -1   # 403: missing role
+  curl -si -X POST http://{listen}/orders -d '{{}}' | head -1                       # 401: writes need credentials
+  curl -s -X POST -H 'X-API-Key: {key}' http://{listen}/orders -d '{{}}'            # 200 as consumer acme
   curl -s http://{admin}/ready
   curl -s http://{admin}/metrics | grep tollgate_
 Ctrl-C stops everything.

@@ -1,6 +1,7 @@
 //! tollgate: an API gateway on Pingora. See README.md and DESIGN.md for the contract.
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod error_response;
@@ -11,5 +12,4 @@ pub mod proxy;
 pub mod request_id;
 pub mod routing;
 pub mod server;
-pub mod strip_identity;
 pub mod upstream;

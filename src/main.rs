@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use tollgate::auth::mint::{mint_hmac, DevClaims};
 use tollgate::config::{Config, Problems};
 use tollgate::server::{self, RunFlags};
 
@@ -40,6 +41,31 @@ enum Command {
     },
     /// Start the gateway with built-in demo backends on loopback and print curl lines to try.
     Demo,
+    /// Mint a short-lived HMAC-signed JWT for development and tests.
+    Token {
+        /// Environment variable holding the shared secret (never pass secrets as arguments).
+        #[arg(long)]
+        secret_env: String,
+        /// HS256, HS384 or HS512.
+        #[arg(long, default_value = "HS256")]
+        alg: String,
+        /// Subject (`sub`): the consumer id.
+        #[arg(long)]
+        sub: String,
+        /// Comma-separated roles (`roles` claim).
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Space-separated scopes (`scope` claim).
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long)]
+        iss: Option<String>,
+        #[arg(long)]
+        aud: Option<String>,
+        /// Lifetime, e.g. 15m.
+        #[arg(long, default_value = "15m")]
+        ttl: String,
+    },
 }
 
 fn print_problems(file: &str, problems: &Problems) {
@@ -116,7 +142,52 @@ fn main() -> ExitCode {
             init_tracing();
             serve(&config, RunFlags { daemon, upgrade }, Vec::new())
         }
+        Command::Token {
+            secret_env,
+            alg,
+            sub,
+            roles,
+            scope,
+            iss,
+            aud,
+            ttl,
+        } => {
+            let Ok(secret) = std::env::var(&secret_env) else {
+                eprintln!("error: environment variable {secret_env} is not set");
+                return ExitCode::from(2);
+            };
+            let Ok(alg) = alg.parse::<jsonwebtoken::Algorithm>() else {
+                eprintln!("error: unknown algorithm {alg:?}");
+                return ExitCode::from(2);
+            };
+            let ttl = match humantime::parse_duration(&ttl) {
+                Ok(d) => d.as_secs(),
+                Err(e) => {
+                    eprintln!("error: invalid --ttl {ttl:?}: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let claims = DevClaims {
+                sub,
+                roles,
+                scope,
+                issuer: iss,
+                audience: aud,
+                ttl_secs: ttl,
+            };
+            match mint_hmac(secret.as_bytes(), alg, &claims) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Demo => {
+            tollgate::demo::ensure_secret();
             let config = match Config::load_str(tollgate::demo::CONFIG) {
                 Ok(c) => c,
                 Err(problems) => {

@@ -5,6 +5,7 @@
 //! (dangling names, bad addresses, conflicting options) and collects *every* problem, so an
 //! operator fixes a file in one round trip rather than one error per `check`.
 
+pub mod auth;
 mod problem;
 mod units;
 mod validate;
@@ -26,6 +27,8 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    #[serde(default)]
+    pub auth: auth::AuthConfig,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -230,6 +233,8 @@ pub struct RouteConfig {
     pub request_headers: HeaderOps,
     #[serde(default)]
     pub response_headers: HeaderOps,
+    #[serde(default)]
+    pub auth: Option<auth::RouteAuthConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

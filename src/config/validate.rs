@@ -12,6 +12,9 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     for (name, upstream) in &config.upstreams {
         check_upstream(name, upstream, &mut out);
     }
+    if let Err(problems) = crate::auth::Auth::build(config) {
+        out.extend(problems);
+    }
     if config.routes.is_empty() {
         out.push(Problem::new("routes", "at least one route is required"));
     }
@@ -221,6 +224,9 @@ fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Pro
             ));
         }
     }
+    if let Some(auth) = &route.auth {
+        check_route_auth(at, auth, config, out);
+    }
     check_header_ops(
         &format!("{at}.request_headers"),
         &route.request_headers,
@@ -231,6 +237,42 @@ fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Pro
         &route.response_headers,
         out,
     );
+}
+
+fn check_route_auth(
+    at: &str,
+    auth: &crate::config::auth::RouteAuthConfig,
+    config: &Config,
+    out: &mut Vec<Problem>,
+) {
+    if auth.jwt.is_none() && auth.api_key.is_none() {
+        out.push(Problem::new(
+            format!("{at}.auth"),
+            "needs jwt: <provider> and/or api_key: <provider>",
+        ));
+    }
+    if let Some(name) = &auth.jwt {
+        if !config.auth.jwt.contains_key(name) {
+            let hint = closest(name, config.auth.jwt.keys().map(String::as_str))
+                .map(|s| format!(" (did you mean {s:?}?)"))
+                .unwrap_or_default();
+            out.push(Problem::new(
+                format!("{at}.auth.jwt"),
+                format!("no auth.jwt provider named {name:?}{hint}"),
+            ));
+        }
+    }
+    if let Some(name) = &auth.api_key {
+        if !config.auth.api_keys.contains_key(name) {
+            let hint = closest(name, config.auth.api_keys.keys().map(String::as_str))
+                .map(|s| format!(" (did you mean {s:?}?)"))
+                .unwrap_or_default();
+            out.push(Problem::new(
+                format!("{at}.auth.api_key"),
+                format!("no auth.api_keys provider named {name:?}{hint}"),
+            ));
+        }
+    }
 }
 
 fn check_header_ops(at: &str, ops: &HeaderOps, out: &mut Vec<Problem>) {

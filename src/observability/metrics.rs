@@ -20,6 +20,7 @@ pub struct Metrics {
     pub backend_healthy: IntGaugeVec,
     pub in_flight: IntGauge,
     pub build_info: IntGaugeVec,
+    pub auth_failures: IntCounterVec,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -59,6 +60,14 @@ fn build() -> prometheus::Result<Metrics> {
         Opts::new("tollgate_build_info", "Build information"),
         &["version"],
     )?;
+    let auth_failures = IntCounterVec::new(
+        Opts::new(
+            "tollgate_auth_failures_total",
+            "Requests refused by auth, by route and reason",
+        ),
+        &["route", "reason"],
+    )?;
+    registry.register(Box::new(auth_failures.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(request_duration.clone()))?;
     registry.register(Box::new(upstream_duration.clone()))?;
@@ -76,6 +85,7 @@ fn build() -> prometheus::Result<Metrics> {
         backend_healthy,
         in_flight,
         build_info,
+        auth_failures,
     })
 }
 

@@ -5,14 +5,15 @@ mod error_map;
 pub mod respond;
 pub mod routes;
 
+use crate::auth::{Auth, AuthFailure, Identity, Verdict};
 use crate::config::Config;
 use crate::error_response::GatewayError;
 use crate::forwarded::{self, TrustedProxies};
 use crate::observability::access_log::{self, AccessLog, Destination, Entry};
 use crate::observability::metrics::{self, METRICS};
 use crate::request_id;
+use crate::routing::rewrite::PrefixRewrite;
 use crate::routing::{normalize::normalize, router::host_only, Match, Router};
-use crate::strip_identity;
 use crate::upstream::Pools;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,7 +22,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use routes::RouteRuntime;
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Label used for requests that matched no route (bounded metric cardinality).
@@ -29,6 +32,7 @@ const UNMATCHED: &str = "_unmatched";
 
 pub struct Gateway {
     router: Router,
+    auth: Auth,
     routes: Vec<RouteRuntime>,
     trusted: TrustedProxies,
     max_request_body: u64,
@@ -38,9 +42,17 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(config: &Config, pools: &Pools) -> Result<Gateway, String> {
         let router = Router::new(&config.routes);
-        let routes = routes::build(config, &router, pools)?;
+        let auth = Auth::build(config).map_err(|problems| {
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        let routes = routes::build(config, &router, pools, &auth)?;
         Ok(Gateway {
             router,
+            auth,
             routes,
             trusted: TrustedProxies::new(&config.server.trusted_proxies),
             max_request_body: config.server.max_request_body.0,
@@ -57,6 +69,7 @@ pub struct Ctx {
     client_ip: Option<IpAddr>,
     forwarded_for: Option<String>,
     peer_trusted: bool,
+    identity: Option<Arc<Identity>>,
     /// Set when the upstream path differs from what the client sent.
     upstream_path: Option<String>,
     tried: Vec<SocketAddr>,
@@ -71,6 +84,32 @@ pub struct Ctx {
 impl Gateway {
     fn route(&self, ctx: &Ctx) -> Option<&RouteRuntime> {
         ctx.route.map(|i| &self.routes[i])
+    }
+
+    /// 401 with an RFC 6750 challenge; the description is fixed text, never the token.
+    async fn unauthorized(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        failure: AuthFailure,
+    ) -> pingora::Result<bool> {
+        let route = self.route(ctx).map_or(UNMATCHED, |r| r.name.as_str());
+        METRICS
+            .auth_failures
+            .with_label_values(&[route, failure.reason()])
+            .inc();
+        let challenge = format!(
+            "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"{}\"",
+            failure.description()
+        );
+        self.reject(
+            session,
+            ctx,
+            GatewayError::Unauthorized,
+            failure.description(),
+            &[("WWW-Authenticate", &challenge)],
+        )
+        .await
     }
 
     /// Answer with a gateway error and remember why, for the access log.
@@ -111,6 +150,7 @@ impl ProxyHttp for Gateway {
             client_ip: None,
             forwarded_for: None,
             peer_trusted: false,
+            identity: None,
             upstream_path: None,
             tried: Vec::new(),
             backend: None,
@@ -130,9 +170,9 @@ impl ProxyHttp for Gateway {
             request_id::from_incoming(req.headers.get("x-request-id").map(|v| v.as_bytes()));
 
         // 2. normalise the path; routing and forwarding both use the result.
-        let path = req.uri.path();
-        let normalized = match normalize(path) {
-            Ok(p) => p,
+        let normalized: Option<String> = match normalize(req.uri.path()) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(p)) => Some(p),
             Err(e) => {
                 let msg = e.to_string();
                 return self
@@ -140,33 +180,30 @@ impl ProxyHttp for Gateway {
                     .await;
             }
         };
+        let path = normalized.as_deref().unwrap_or(req.uri.path());
 
         // 3. route.
         let host = host_only(request_host(req));
         let route = match self
             .router
-            .lookup(host, &normalized, req.method.as_str().as_bytes())
+            .lookup(host, path, req.method.as_str().as_bytes())
         {
             Match::Found(i) => i,
             Match::NotFound => {
+                let kind = GatewayError::NotFound;
                 return self
-                    .reject(
-                        session,
-                        ctx,
-                        GatewayError::NotFound,
-                        GatewayError::NotFound.default_message(),
-                        &[],
-                    )
+                    .reject(session, ctx, kind, kind.default_message(), &[])
                     .await;
             }
             Match::MethodNotAllowed(allowed) => {
                 let allow = allowed.allow_header();
+                let kind = GatewayError::MethodNotAllowed;
                 return self
                     .reject(
                         session,
                         ctx,
-                        GatewayError::MethodNotAllowed,
-                        GatewayError::MethodNotAllowed.default_message(),
+                        kind,
+                        kind.default_message(),
                         &[("Allow", &allow)],
                     )
                     .await;
@@ -174,31 +211,8 @@ impl ProxyHttp for Gateway {
         };
         ctx.route = Some(route);
         let rt = &self.routes[route];
-        let query = req.uri.query();
-        let needs_rewrite = !matches!(rt.rewrite, crate::routing::rewrite::PrefixRewrite::Keep)
-            || normalized != path;
-        if needs_rewrite {
-            ctx.upstream_path = Some(rt.rewrite.apply(&rt.prefix, &normalized, query));
-        }
-
-        // Declared body too large: refuse before reading it.
         let declared = header_str(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
         let incoming_xff = header_str(req, "x-forwarded-for").map(str::to_owned);
-
-        // 4. identity headers are ours alone.
-        strip_identity::strip(session.req_header_mut());
-
-        if declared.is_some_and(|n| n > self.max_request_body) {
-            return self
-                .reject(
-                    session,
-                    ctx,
-                    GatewayError::PayloadTooLarge,
-                    GatewayError::PayloadTooLarge.default_message(),
-                    &[],
-                )
-                .await;
-        }
 
         // Client identity for logs, limits and X-Forwarded-For.
         if let Some(peer) = session
@@ -211,6 +225,59 @@ impl ProxyHttp for Gateway {
             ctx.client_ip = Some(client);
             ctx.forwarded_for = Some(xff);
         }
+
+        // 4. identity headers are ours alone, on every route.
+        self.auth.strip_identity(session.req_header_mut());
+
+        // 5. authenticate and authorise.
+        let mut strip_query = None;
+        if let Some(policy) = &rt.auth {
+            let outcome = self.auth.check(policy, session.req_header());
+            strip_query = outcome.strip_query_param;
+            match outcome.verdict {
+                Verdict::Pass(identity) => ctx.identity = identity,
+                Verdict::Unauthorized(failure) => {
+                    return self.unauthorized(session, ctx, failure).await;
+                }
+                Verdict::Forbidden(identity) => {
+                    METRICS
+                        .auth_failures
+                        .with_label_values(&[rt.name.as_str(), "forbidden"])
+                        .inc();
+                    ctx.identity = Some(identity);
+                    let kind = GatewayError::Forbidden;
+                    return self
+                        .reject(
+                            session,
+                            ctx,
+                            kind,
+                            "a required role or scope is missing",
+                            &[],
+                        )
+                        .await;
+                }
+            }
+        }
+
+        // Declared body too large: refuse before reading it.
+        if declared.is_some_and(|n| n > self.max_request_body) {
+            let kind = GatewayError::PayloadTooLarge;
+            return self
+                .reject(session, ctx, kind, kind.default_message(), &[])
+                .await;
+        }
+
+        // 8 (decided now): the path and query the upstream receives.
+        let req = session.req_header();
+        let query = match (&strip_query, req.uri.query()) {
+            (Some(param), Some(q)) => crate::auth::token_source::remove_query_param(q, param),
+            (_, q) => q.map(str::to_owned),
+        };
+        if normalized.is_some() || strip_query.is_some() || rt.rewrite != PrefixRewrite::Keep {
+            let path = normalized.as_deref().unwrap_or(req.uri.path());
+            ctx.upstream_path = Some(rt.rewrite.apply(&rt.prefix, path, query.as_deref()));
+        }
+
         Ok(false)
     }
 
@@ -304,6 +371,12 @@ impl ProxyHttp for Gateway {
                 }
             }
             route.request_headers.apply_request(upstream)?;
+        }
+        // Identity headers last: nothing configured or sent by the client can override them.
+        if let Some(identity) = &ctx.identity {
+            for (name, value) in &identity.forward {
+                upstream.insert_header(name.clone(), value.as_str())?;
+            }
         }
         Ok(())
     }
@@ -415,7 +488,11 @@ impl ProxyHttp for Gateway {
                 upstream_latency_ms: ctx.upstream_latency.map(|s| s * 1000.0),
                 bytes_sent: session.body_bytes_sent(),
                 user_agent: header_str(req, "user-agent").unwrap_or(""),
-                consumer: None,
+                consumer: ctx
+                    .identity
+                    .as_deref()
+                    .map(|i| i.consumer.as_str())
+                    .filter(|c| !c.is_empty()),
                 error,
             });
         }

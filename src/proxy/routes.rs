@@ -1,6 +1,7 @@
 //! The runtime view of each configured route: its pool, rewrite and header edits, indexed like
 //! the router's matches.
 
+use crate::auth::{Auth, RoutePolicy};
 use crate::config::Config;
 use crate::header_ops::CompiledHeaderOps;
 use crate::routing::rewrite::PrefixRewrite;
@@ -15,9 +16,15 @@ pub struct RouteRuntime {
     pub rewrite: PrefixRewrite,
     pub request_headers: CompiledHeaderOps,
     pub response_headers: CompiledHeaderOps,
+    pub auth: Option<RoutePolicy>,
 }
 
-pub fn build(config: &Config, router: &Router, pools: &Pools) -> Result<Vec<RouteRuntime>, String> {
+pub fn build(
+    config: &Config,
+    router: &Router,
+    pools: &Pools,
+    auth: &Auth,
+) -> Result<Vec<RouteRuntime>, String> {
     config
         .routes
         .iter()
@@ -34,6 +41,7 @@ pub fn build(config: &Config, router: &Router, pools: &Pools) -> Result<Vec<Rout
                 rewrite: PrefixRewrite::from_config(r.strip_prefix, r.rewrite_prefix.as_deref()),
                 request_headers: CompiledHeaderOps::compile(&r.request_headers),
                 response_headers: CompiledHeaderOps::compile(&r.response_headers),
+                auth: auth.policy(r.auth.as_ref()),
             })
         })
         .collect()

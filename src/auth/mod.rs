@@ -1,0 +1,211 @@
+//! Authentication (JWT, API keys) and authorisation (roles, scopes) at the edge.
+//!
+//! [`Auth`] is built once from config and is pure request-in, verdict-out: no network, so it is
+//! unit-testable and the proxy glue only has to act on the verdict.
+
+pub mod api_key;
+pub mod failure;
+pub mod identity;
+pub mod jwt;
+pub mod mint;
+pub mod policy;
+pub mod token_cache;
+pub mod token_source;
+
+pub use failure::AuthFailure;
+pub use identity::Identity;
+pub use policy::RoutePolicy;
+
+use crate::config::{auth::RouteAuthConfig, Config, Problem};
+use api_key::ApiKeyProvider;
+use http::HeaderName;
+use jwt::JwtProvider;
+use pingora::http::RequestHeader;
+use std::sync::Arc;
+use token_cache::TokenCache;
+
+/// Headers the gateway writes from identity even with no provider configured.
+const DEFAULT_IDENTITY_HEADERS: [&str; 4] = ["x-user-id", "x-user-roles", "x-scopes", "x-consumer"];
+
+pub struct Auth {
+    jwt: Vec<JwtProvider>,
+    api_keys: Vec<ApiKeyProvider>,
+    cache: TokenCache,
+    identity_headers: Vec<HeaderName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let through, with the caller's identity when one was presented and verified.
+    Pass(Option<Arc<Identity>>),
+    Unauthorized(AuthFailure),
+    Forbidden(Arc<Identity>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// A query parameter that carried the token and must not be forwarded.
+    pub strip_query_param: Option<String>,
+}
+
+impl Auth {
+    /// Build every provider; problems carry YAML paths (`auth.jwt.main.public_key_file`).
+    pub fn build(config: &Config) -> Result<Auth, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut jwt = Vec::new();
+        for (name, cfg) in &config.auth.jwt {
+            match JwtProvider::build(name, cfg) {
+                Ok(p) => jwt.push(p),
+                Err((field, msg)) => {
+                    let path = if field.is_empty() {
+                        format!("auth.jwt.{name}")
+                    } else {
+                        format!("auth.jwt.{name}.{field}")
+                    };
+                    problems.push(Problem::new(path, msg));
+                }
+            }
+        }
+        let mut api_keys = Vec::new();
+        for (name, cfg) in &config.auth.api_keys {
+            match ApiKeyProvider::build(name, cfg) {
+                Ok(p) => api_keys.push(p),
+                Err((field, msg)) => {
+                    problems.push(Problem::new(format!("auth.api_keys.{name}.{field}"), msg))
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut identity_headers: Vec<HeaderName> = DEFAULT_IDENTITY_HEADERS
+            .iter()
+            .map(|h| HeaderName::from_static(h))
+            .collect();
+        for h in jwt
+            .iter()
+            .flat_map(|p| p.forwarded_headers().cloned().collect::<Vec<_>>())
+            .chain(api_keys.iter().map(|k| k.forward_id.clone()))
+        {
+            if !identity_headers.contains(&h) {
+                identity_headers.push(h);
+            }
+        }
+        Ok(Auth {
+            jwt,
+            api_keys,
+            cache: TokenCache::new(config.auth.token_cache_entries),
+            identity_headers,
+        })
+    }
+
+    /// Compile a route's policy; `None` when the route has no `auth`.
+    pub fn policy(&self, cfg: Option<&RouteAuthConfig>) -> Option<RoutePolicy> {
+        let cfg = cfg?;
+        Some(RoutePolicy {
+            jwt: cfg
+                .jwt
+                .as_ref()
+                .and_then(|n| self.jwt.iter().position(|p| &p.name == n)),
+            api_key: cfg
+                .api_key
+                .as_ref()
+                .and_then(|n| self.api_keys.iter().position(|p| &p.name == n)),
+            required: cfg.required,
+            roles_any: cfg.roles_any.clone(),
+            roles_all: cfg.roles_all.clone(),
+            scopes_all: cfg.scopes_all.clone(),
+        })
+    }
+
+    /// DESIGN.md step 4: remove every identity header a client sent, on every route.
+    pub fn strip_identity(&self, req: &mut RequestHeader) {
+        for h in &self.identity_headers {
+            req.remove_header(h);
+        }
+    }
+
+    pub fn identity_headers(&self) -> &[HeaderName] {
+        &self.identity_headers
+    }
+
+    /// Authenticate and authorise one request against a route's policy.
+    pub fn check(&self, policy: &RoutePolicy, req: &RequestHeader) -> Outcome {
+        let mut strip_query_param = None;
+        let verdict = self.verdict(policy, req, &mut strip_query_param);
+        Outcome {
+            verdict,
+            strip_query_param,
+        }
+    }
+
+    fn verdict(
+        &self,
+        policy: &RoutePolicy,
+        req: &RequestHeader,
+        strip_query: &mut Option<String>,
+    ) -> Verdict {
+        let needed = policy.requires_credentials(&req.method);
+        let mut identity: Option<Arc<Identity>> = None;
+
+        if let Some(provider) = policy.api_key.map(|i| &self.api_keys[i]) {
+            let mut values = req.headers.get_all(&provider.header).iter();
+            if let Some(first) = values.next() {
+                if values.next().is_some() {
+                    return Verdict::Unauthorized(AuthFailure::Ambiguous);
+                }
+                match provider.verify(first.as_bytes()) {
+                    Ok(id) => identity = Some(id),
+                    Err(f) => return Verdict::Unauthorized(f),
+                }
+            }
+        }
+        if identity.is_none() {
+            if let Some((index, provider)) = policy.jwt.map(|i| (i, &self.jwt[i])) {
+                match token_source::find(
+                    req,
+                    provider.token_cookie.as_deref(),
+                    provider.token_query.as_deref(),
+                ) {
+                    Err(f) => return Verdict::Unauthorized(f),
+                    Ok(None) => {}
+                    Ok(Some((token, source))) => {
+                        if source == token_source::Source::Query {
+                            *strip_query = provider.token_query.clone();
+                        }
+                        match self.verify_jwt(index, &token) {
+                            Ok(id) => identity = Some(id),
+                            Err(f) => return Verdict::Unauthorized(f),
+                        }
+                    }
+                }
+            }
+        }
+        match identity {
+            None if needed => Verdict::Unauthorized(AuthFailure::Missing),
+            Some(id) if needed && !policy.permits(&id) => Verdict::Forbidden(id),
+            other => Verdict::Pass(other),
+        }
+    }
+
+    /// Verify through the cache: a repeat token costs one SHA-256 and a map lookup.
+    pub fn verify_jwt(&self, provider: usize, token: &str) -> Result<Arc<Identity>, AuthFailure> {
+        if token.len() > jwt::MAX_TOKEN_LEN {
+            return Err(AuthFailure::Malformed);
+        }
+        let now = jsonwebtoken::get_current_timestamp();
+        let key = token_cache::key(provider, token);
+        if let Some(id) = self.cache.get(&key, now) {
+            return Ok(id);
+        }
+        let id = Arc::new(self.jwt[provider].verify(token)?);
+        self.cache.insert(key, id.clone(), now);
+        Ok(id)
+    }
+
+    /// Index of a JWT provider by name (benches, the token minting command).
+    pub fn jwt_index(&self, name: &str) -> Option<usize> {
+        self.jwt.iter().position(|p| p.name == name)
+    }
+}
