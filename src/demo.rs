@@ -125,6 +125,10 @@ Try (watch "instance" alternate: round robin over health-checked pools):
   curl -si -X DELETE http://{listen}/orders/7          # 405 + Allow
   curl -s http://{listen}/payments/42                   # strip_prefix: backend sees /42
   curl -s http://{listen}/users/me                      # rewrite_prefix: backend sees /v1/users/me
+
+Rate limit (/users: 5 requests per 10 s per client IP; watch 200s turn into 429s):
+  for i in $(seq 8); do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/users/me; done; echo
+  curl -si http://{listen}/users/me | grep -iE '^HTTP|retry-after|x-ratelimit'
   curl -s http://{listen}/nope                          # 404 JSON error
   curl -si 'http://{listen}/orders/%2e%2e/%2e%2e/etc'   # 400: climbs above /
   curl -s -H 'X-User-Id: admin' http://{listen}/orders/1   # spoofed identity is stripped

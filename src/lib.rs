@@ -9,6 +9,7 @@ pub mod forwarded;
 pub mod header_ops;
 pub mod observability;
 pub mod proxy;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routing;
 pub mod server;

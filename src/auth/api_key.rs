@@ -70,6 +70,7 @@ impl ApiKeyProvider {
                 scopes: Vec::new(),
                 forward: vec![(forward_id.clone(), k.id.clone())],
                 expires_at: None,
+                claims: Vec::new(),
             };
             keys.push((digest, Arc::new(identity)));
         }

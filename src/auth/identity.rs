@@ -12,6 +12,8 @@ pub struct Identity {
     pub forward: Vec<(HeaderName, String)>,
     /// Unix seconds after which this identity must be re-verified (token `exp`).
     pub expires_at: Option<u64>,
+    /// Claim values that rate-limit keys (`claim:<name>`) count by.
+    pub claims: Vec<(String, String)>,
 }
 
 impl Identity {

@@ -36,6 +36,7 @@ pub struct JwtProvider {
     leeway: u64,
     roles_claim: String,
     forward: Vec<(String, HeaderName)>,
+    key_claims: Vec<String>,
     pub token_cookie: Option<String>,
     pub token_query: Option<String>,
 }
@@ -215,7 +216,11 @@ fn trim_ascii_end(b: &[u8]) -> &[u8] {
 
 impl JwtProvider {
     /// Build from config; errors name the field under `auth.jwt.<name>`.
-    pub fn build(name: &str, cfg: &JwtProviderConfig) -> Result<JwtProvider, KeyProblem> {
+    pub fn build(
+        name: &str,
+        cfg: &JwtProviderConfig,
+        key_claims: &[String],
+    ) -> Result<JwtProvider, KeyProblem> {
         let algorithms = parse_algorithms(&cfg.algorithms).map_err(|m| ("algorithms", m))?;
         let keys = load_keys(cfg, &algorithms)?;
         let mut validation = Validation::new(algorithms[0]);
@@ -252,6 +257,7 @@ impl JwtProvider {
             leeway: cfg.leeway.0.as_secs(),
             roles_claim: cfg.roles_claim.clone(),
             forward,
+            key_claims: key_claims.to_vec(),
             token_cookie: cfg.token_cookie.clone(),
             token_query: cfg.token_query.clone(),
         })
@@ -324,6 +330,11 @@ impl JwtProvider {
             scopes,
             forward,
             expires_at: claims.get("exp").and_then(Value::as_u64),
+            claims: self
+                .key_claims
+                .iter()
+                .filter_map(|k| Some((k.clone(), claims.get(k).and_then(scalar_or_list)?)))
+                .collect(),
         }
     }
 }
@@ -382,7 +393,7 @@ mod tests {
 
     fn provider(yaml: &str) -> JwtProvider {
         let cfg: JwtProviderConfig = serde_yaml::from_str(yaml).unwrap();
-        JwtProvider::build("t", &cfg).unwrap_or_else(|e| panic!("{e:?}"))
+        JwtProvider::build("t", &cfg, &[]).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
     fn hs_provider() -> JwtProvider {
@@ -586,7 +597,7 @@ mod tests {
     fn config_refuses_alg_confusion_and_none() {
         let build = |yaml: &str| {
             let cfg: JwtProviderConfig = serde_yaml::from_str(yaml).unwrap();
-            JwtProvider::build("t", &cfg)
+            JwtProvider::build("t", &cfg, &[])
                 .err()
                 .map(|(f, m)| format!("{f}: {m}"))
         };

@@ -53,9 +53,14 @@ impl Auth {
     /// Build every provider; problems carry YAML paths (`auth.jwt.main.public_key_file`).
     pub fn build(config: &Config) -> Result<Auth, Vec<Problem>> {
         let mut problems = Vec::new();
+        let key_claims: Vec<String> = config
+            .rate_limits
+            .values()
+            .filter_map(|l| l.key.strip_prefix("claim:").map(|c| c.trim().to_string()))
+            .collect();
         let mut jwt = Vec::new();
         for (name, cfg) in &config.auth.jwt {
-            match JwtProvider::build(name, cfg) {
+            match JwtProvider::build(name, cfg, &key_claims) {
                 Ok(p) => jwt.push(p),
                 Err((field, msg)) => {
                     let path = if field.is_empty() {

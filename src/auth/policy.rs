@@ -49,6 +49,7 @@ mod tests {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             forward: vec![],
             expires_at: None,
+            claims: vec![],
         }
     }
 

@@ -115,6 +115,7 @@ mod tests {
             scopes: vec![],
             forward: vec![],
             expires_at: exp,
+            claims: vec![],
         })
     }
 

@@ -7,6 +7,7 @@
 
 pub mod auth;
 mod problem;
+pub mod rate_limit;
 mod units;
 mod validate;
 
@@ -29,6 +30,8 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     #[serde(default)]
     pub auth: auth::AuthConfig,
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, rate_limit::RateLimitConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -235,6 +238,9 @@ pub struct RouteConfig {
     pub response_headers: HeaderOps,
     #[serde(default)]
     pub auth: Option<auth::RouteAuthConfig>,
+    /// One limit name or a list; every listed limit must pass.
+    #[serde(default)]
+    pub rate_limit: Option<auth::StringOrList>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -15,6 +15,9 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     if let Err(problems) = crate::auth::Auth::build(config) {
         out.extend(problems);
     }
+    for (name, limit) in &config.rate_limits {
+        check_rate_limit(name, limit, &mut out);
+    }
     if config.routes.is_empty() {
         out.push(Problem::new("routes", "at least one route is required"));
     }
@@ -227,6 +230,25 @@ fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Pro
     if let Some(auth) = &route.auth {
         check_route_auth(at, auth, config, out);
     }
+    if let Some(limits) = &route.rate_limit {
+        let single = matches!(limits, crate::config::auth::StringOrList::One(_));
+        for (j, name) in limits.to_vec().iter().enumerate() {
+            if !config.rate_limits.contains_key(name) {
+                let hint = closest(name, config.rate_limits.keys().map(String::as_str))
+                    .map(|s| format!(" (did you mean {s:?}?)"))
+                    .unwrap_or_default();
+                let path = if single {
+                    format!("{at}.rate_limit")
+                } else {
+                    format!("{at}.rate_limit[{j}]")
+                };
+                out.push(Problem::new(
+                    path,
+                    format!("no rate limit named {name:?}{hint}"),
+                ));
+            }
+        }
+    }
     check_header_ops(
         &format!("{at}.request_headers"),
         &route.request_headers,
@@ -237,6 +259,50 @@ fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Pro
         &route.response_headers,
         out,
     );
+}
+
+fn check_rate_limit(
+    name: &str,
+    limit: &crate::config::rate_limit::RateLimitConfig,
+    out: &mut Vec<Problem>,
+) {
+    use crate::config::rate_limit::Stage;
+    let at = format!("rate_limits.{name}");
+    match crate::rate_limit::key::KeyKind::parse(&limit.key) {
+        Ok(kind) => {
+            if kind.needs_identity() && limit.stage == Some(Stage::BeforeAuth) {
+                out.push(Problem::new(
+                    format!("{at}.stage"),
+                    format!(
+                        "key {:?} needs the verified identity; use after_auth",
+                        limit.key
+                    ),
+                ));
+            }
+        }
+        Err(m) => out.push(Problem::new(format!("{at}.key"), m)),
+    }
+    if limit.requests == 0 {
+        out.push(Problem::new(format!("{at}.requests"), "must be at least 1"));
+    }
+    let per = limit.per.0;
+    if per < std::time::Duration::from_secs(1) || per > std::time::Duration::from_secs(86_400) {
+        out.push(Problem::new(
+            format!("{at}.per"),
+            "must be between 1s and 1d",
+        ));
+    } else if per.subsec_nanos() != 0 {
+        out.push(Problem::new(
+            format!("{at}.per"),
+            "must be a whole number of seconds",
+        ));
+    }
+    if limit.expected_clients == 0 {
+        out.push(Problem::new(
+            format!("{at}.expected_clients"),
+            "must be at least 1",
+        ));
+    }
 }
 
 fn check_route_auth(

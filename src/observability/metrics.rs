@@ -21,6 +21,7 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub build_info: IntGaugeVec,
     pub auth_failures: IntCounterVec,
+    pub rate_limited: IntCounterVec,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -68,6 +69,14 @@ fn build() -> prometheus::Result<Metrics> {
         &["route", "reason"],
     )?;
     registry.register(Box::new(auth_failures.clone()))?;
+    let rate_limited = IntCounterVec::new(
+        Opts::new(
+            "tollgate_rate_limited_total",
+            "Requests refused with 429, by route and limit",
+        ),
+        &["route", "limit"],
+    )?;
+    registry.register(Box::new(rate_limited.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(request_duration.clone()))?;
     registry.register(Box::new(upstream_duration.clone()))?;
@@ -86,6 +95,7 @@ fn build() -> prometheus::Result<Metrics> {
         in_flight,
         build_info,
         auth_failures,
+        rate_limited,
     })
 }
 

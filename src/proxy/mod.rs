@@ -6,11 +6,13 @@ pub mod respond;
 pub mod routes;
 
 use crate::auth::{Auth, AuthFailure, Identity, Verdict};
+use crate::config::rate_limit::Stage;
 use crate::config::Config;
 use crate::error_response::GatewayError;
 use crate::forwarded::{self, TrustedProxies};
 use crate::observability::access_log::{self, AccessLog, Destination, Entry};
 use crate::observability::metrics::{self, METRICS};
+use crate::rate_limit::{self, key::RequestFacts, RateLimiter};
 use crate::request_id;
 use crate::routing::rewrite::PrefixRewrite;
 use crate::routing::{normalize::normalize, router::host_only, Match, Router};
@@ -33,6 +35,7 @@ const UNMATCHED: &str = "_unmatched";
 pub struct Gateway {
     router: Router,
     auth: Auth,
+    limiter: RateLimiter,
     routes: Vec<RouteRuntime>,
     trusted: TrustedProxies,
     max_request_body: u64,
@@ -49,10 +52,18 @@ impl Gateway {
                 .collect::<Vec<_>>()
                 .join("; ")
         })?;
-        let routes = routes::build(config, &router, pools, &auth)?;
+        let limiter = RateLimiter::build(config).map_err(|problems| {
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        let routes = routes::build(config, &router, pools, &auth, &limiter)?;
         Ok(Gateway {
             router,
             auth,
+            limiter,
             routes,
             trusted: TrustedProxies::new(&config.server.trusted_proxies),
             max_request_body: config.server.max_request_body.0,
@@ -70,6 +81,8 @@ pub struct Ctx {
     forwarded_for: Option<String>,
     peer_trusted: bool,
     identity: Option<Arc<Identity>>,
+    /// The rate-limit decision reported in `X-RateLimit-*` (the tightest limit).
+    rate: Option<rate_limit::Verdict>,
     /// Set when the upstream path differs from what the client sent.
     upstream_path: Option<String>,
     tried: Vec<SocketAddr>,
@@ -108,6 +121,69 @@ impl Gateway {
             GatewayError::Unauthorized,
             failure.description(),
             &[("WWW-Authenticate", &challenge)],
+        )
+        .await
+    }
+
+    /// Check the route's limits of one stage; answers 429 and returns true when refused.
+    async fn rate_limited(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        stage: Stage,
+    ) -> pingora::Result<bool> {
+        let Some(route) = self.route(ctx) else {
+            return Ok(false);
+        };
+        if route.limits.is_empty() {
+            return Ok(false);
+        }
+        let identity = ctx.identity.as_deref();
+        let facts = RequestFacts {
+            client_ip: ctx.client_ip,
+            consumer: identity.map(|i| i.consumer.as_str()),
+            claims: identity.map_or(&[][..], |i| i.claims.as_slice()),
+            route: ctx.route.unwrap_or_default(),
+            headers: &session.req_header().headers,
+        };
+        let Some(verdict) = self.limiter.check(&route.limits, stage, &facts) else {
+            return Ok(false);
+        };
+        let keep = match &ctx.rate {
+            None => true,
+            Some(prev) => {
+                !verdict.decision.allowed || rate_limit::tighter(&verdict.decision, &prev.decision)
+            }
+        };
+        if keep {
+            ctx.rate = Some(verdict);
+        }
+        if verdict.decision.allowed {
+            return Ok(false);
+        }
+        let limit_name = self.limiter.limit(verdict.limit).name.as_str();
+        METRICS
+            .rate_limited
+            .with_label_values(&[route.name.as_str(), limit_name])
+            .inc();
+        let d = verdict.decision;
+        let (limit, remaining, reset, retry) = (
+            d.limit.to_string(),
+            d.remaining.to_string(),
+            d.reset_secs.to_string(),
+            d.retry_after_secs.to_string(),
+        );
+        self.reject(
+            session,
+            ctx,
+            GatewayError::RateLimited,
+            GatewayError::RateLimited.default_message(),
+            &[
+                ("Retry-After", &retry),
+                ("X-RateLimit-Limit", &limit),
+                ("X-RateLimit-Remaining", &remaining),
+                ("X-RateLimit-Reset", &reset),
+            ],
         )
         .await
     }
@@ -151,6 +227,7 @@ impl ProxyHttp for Gateway {
             forwarded_for: None,
             peer_trusted: false,
             identity: None,
+            rate: None,
             upstream_path: None,
             tried: Vec::new(),
             backend: None,
@@ -226,6 +303,11 @@ impl ProxyHttp for Gateway {
             ctx.forwarded_for = Some(xff);
         }
 
+        // 6a. limits that need no identity run before auth: floods are rejected cheaply.
+        if self.rate_limited(session, ctx, Stage::BeforeAuth).await? {
+            return Ok(true);
+        }
+
         // 4. identity headers are ours alone, on every route.
         self.auth.strip_identity(session.req_header_mut());
 
@@ -257,6 +339,11 @@ impl ProxyHttp for Gateway {
                         .await;
                 }
             }
+        }
+
+        // 6b. limits keyed by consumer or claims, once the identity is known.
+        if self.rate_limited(session, ctx, Stage::AfterAuth).await? {
+            return Ok(true);
         }
 
         // Declared body too large: refuse before reading it.
@@ -400,6 +487,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if let Some(v) = &ctx.rate {
+            let d = v.decision;
+            resp.insert_header("X-RateLimit-Limit", d.limit.to_string())?;
+            resp.insert_header("X-RateLimit-Remaining", d.remaining.to_string())?;
+            resp.insert_header("X-RateLimit-Reset", d.reset_secs.to_string())?;
+        }
         if let Some(route) = self.route(ctx) {
             route.response_headers.apply_response(resp)?;
         }

@@ -4,6 +4,7 @@
 use crate::auth::{Auth, RoutePolicy};
 use crate::config::Config;
 use crate::header_ops::CompiledHeaderOps;
+use crate::rate_limit::RateLimiter;
 use crate::routing::rewrite::PrefixRewrite;
 use crate::routing::Router;
 use crate::upstream::{Pool, Pools};
@@ -17,6 +18,8 @@ pub struct RouteRuntime {
     pub request_headers: CompiledHeaderOps,
     pub response_headers: CompiledHeaderOps,
     pub auth: Option<RoutePolicy>,
+    /// Indices into the gateway's [`RateLimiter`].
+    pub limits: Vec<usize>,
 }
 
 pub fn build(
@@ -24,6 +27,7 @@ pub fn build(
     router: &Router,
     pools: &Pools,
     auth: &Auth,
+    limiter: &RateLimiter,
 ) -> Result<Vec<RouteRuntime>, String> {
     config
         .routes
@@ -42,6 +46,18 @@ pub fn build(
                 request_headers: CompiledHeaderOps::compile(&r.request_headers),
                 response_headers: CompiledHeaderOps::compile(&r.response_headers),
                 auth: auth.policy(r.auth.as_ref()),
+                limits: r
+                    .rate_limit
+                    .as_ref()
+                    .map(|l| l.to_vec())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| {
+                        limiter.index(n).ok_or_else(|| {
+                            format!("routes[{i}].rate_limit: no rate limit named {n:?}")
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
             })
         })
         .collect()

@@ -1,0 +1,94 @@
+//! What a limit counts by, and the per-request value of that key.
+
+use http::HeaderName;
+use std::hash::Hash;
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    ClientIp,
+    /// Verified JWT `sub` or API key id; anonymous callers fall back to their IP.
+    Consumer,
+    Route,
+    Header(HeaderName),
+    Claim(String),
+}
+
+impl KeyKind {
+    pub fn parse(s: &str) -> Result<KeyKind, String> {
+        match s {
+            "client_ip" => Ok(KeyKind::ClientIp),
+            "consumer" => Ok(KeyKind::Consumer),
+            "route" => Ok(KeyKind::Route),
+            _ => {
+                if let Some(h) = s.strip_prefix("header:") {
+                    HeaderName::from_bytes(h.trim().as_bytes())
+                        .map(KeyKind::Header)
+                        .map_err(|_| format!("invalid header name {h:?}"))
+                } else if let Some(c) = s.strip_prefix("claim:") {
+                    let c = c.trim();
+                    if c.is_empty() {
+                        Err("claim: needs a claim name".into())
+                    } else {
+                        Ok(KeyKind::Claim(c.to_string()))
+                    }
+                } else {
+                    Err(format!(
+                        "unknown key {s:?}; expected client_ip, consumer, route, header:<Name> or claim:<name>"
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Keys that exist only once the caller is authenticated.
+    pub fn needs_identity(&self) -> bool {
+        matches!(self, KeyKind::Consumer | KeyKind::Claim(_))
+    }
+}
+
+/// The value a request is counted under. Hashing borrows; nothing is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyValue<'a> {
+    Ip(IpAddr),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+    Route(usize),
+    /// No client address known (not expected on TCP listeners): one shared bucket.
+    Unknown,
+}
+
+/// Everything a key may be derived from.
+pub struct RequestFacts<'a> {
+    pub client_ip: Option<IpAddr>,
+    pub consumer: Option<&'a str>,
+    pub claims: &'a [(String, String)],
+    pub route: usize,
+    pub headers: &'a http::HeaderMap,
+}
+
+impl RequestFacts<'_> {
+    fn ip(&self) -> KeyValue<'_> {
+        self.client_ip.map_or(KeyValue::Unknown, KeyValue::Ip)
+    }
+}
+
+pub fn value<'a>(kind: &KeyKind, facts: &'a RequestFacts<'a>) -> KeyValue<'a> {
+    match kind {
+        KeyKind::ClientIp => facts.ip(),
+        KeyKind::Consumer => match facts.consumer {
+            Some(c) if !c.is_empty() => KeyValue::Text(c),
+            _ => facts.ip(),
+        },
+        KeyKind::Route => KeyValue::Route(facts.route),
+        KeyKind::Header(h) => match facts.headers.get(h) {
+            Some(v) => KeyValue::Bytes(v.as_bytes()),
+            None => facts.ip(),
+        },
+        KeyKind::Claim(name) => facts
+            .claims
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or_else(|| facts.ip(), |(_, v)| KeyValue::Text(v)),
+    }
+}
