@@ -78,26 +78,30 @@ pub fn services() -> Vec<Box<dyn ServiceWithDependents>> {
         .collect()
 }
 
-/// Environment variable holding the demo's HS256 secret (see conf/demo.yaml).
-pub const SECRET_ENV: &str = "TOLLGATE_DEMO_SECRET";
+/// The demo's HS256 secret, shipped beside the config as `conf/demo-jwt-secret.txt`. It is a
+/// published demo secret: it protects loopback toys, nothing else.
+pub const SECRET: &str = include_str!("../conf/demo-jwt-secret.txt");
 /// The demo partner's API key; conf/demo.yaml holds only its SHA-256.
 pub const PARTNER_KEY: &str = "demo-partner-key";
 
-/// Give the demo a fresh random secret unless the user brought one. Called before any thread
-/// starts (it mutates the process environment).
-pub fn ensure_secret() {
-    if std::env::var(SECRET_ENV).map_or(true, |s| s.len() < 32) {
-        let secret = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        std::env::set_var(SECRET_ENV, secret);
-    }
+/// Load the embedded config, with its secret file written to a private directory.
+pub fn load_config() -> Result<(crate::config::Config, std::path::PathBuf), String> {
+    let dir = std::env::temp_dir().join(format!("tollgate-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(dir.join("demo-jwt-secret.txt"), SECRET)
+        .map_err(|e| format!("cannot write the demo secret: {e}"))?;
+    crate::config::Config::load_str_in(CONFIG, &dir)
+        .map(|c| (c, dir))
+        .map_err(|p| {
+            p.0.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
 }
 
 fn demo_token(sub: &str, roles: &[&str]) -> String {
-    let secret = std::env::var(SECRET_ENV).unwrap_or_default();
+    let secret = SECRET.trim();
     let claims = crate::auth::mint::DevClaims {
         sub: sub.to_string(),
         roles: roles.iter().map(|r| r.to_string()).collect(),

@@ -187,11 +187,10 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo => {
-            tollgate::demo::ensure_secret();
-            let config = match Config::load_str(tollgate::demo::CONFIG) {
-                Ok(c) => c,
+            let config = match tollgate::demo::load_config() {
+                Ok((c, _dir)) => c,
                 Err(problems) => {
-                    print_problems("the embedded demo config", &problems);
+                    eprintln!("error: the embedded demo config is invalid:\n{problems}");
                     return ExitCode::from(1);
                 }
             };

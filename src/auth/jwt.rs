@@ -356,7 +356,7 @@ fn classify(kind: &ErrorKind) -> AuthFailure {
 fn string_list(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::String(s)) => s
-            .split(|c: char| c == ' ' || c == ',')
+            .split([' ', ','])
             .filter(|p| !p.is_empty())
             .map(str::to_string)
             .collect(),

@@ -281,6 +281,21 @@ pub struct HeaderOps {
 }
 
 impl Config {
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut Option<String>| {
+            if let Some(path) = p {
+                if Path::new(path.as_str()).is_relative() {
+                    *path = base.join(path.as_str()).to_string_lossy().into_owned();
+                }
+            }
+        };
+        for jwt in self.auth.jwt.values_mut() {
+            resolve(&mut jwt.secret_file);
+            resolve(&mut jwt.public_key_file);
+            resolve(&mut jwt.jwks_file);
+        }
+    }
+
     /// Parse YAML text: shape errors come back as a single problem naming the YAML path.
     pub fn parse(text: &str) -> Result<Config, Problems> {
         let de = serde_yaml::Deserializer::from_str(text);
@@ -302,12 +317,21 @@ impl Config {
                 format!("cannot read {}: {e}", path.display()),
             )])
         })?;
-        Self::load_str(&text)
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::load_str_in(&text, base)
     }
 
-    /// Parse and validate YAML text.
+    /// Parse and validate YAML text; relative file paths are taken from the current directory.
     pub fn load_str(text: &str) -> Result<Config, Problems> {
-        let config = Self::parse(text)?;
+        Self::load_str_in(text, Path::new("."))
+    }
+
+    /// Parse and validate YAML text whose relative file paths (key files) are relative to
+    /// `base`, the directory of the config file — so `check` and `run` agree wherever they are
+    /// started from.
+    pub fn load_str_in(text: &str, base: &Path) -> Result<Config, Problems> {
+        let mut config = Self::parse(text)?;
+        config.resolve_paths(base);
         let problems = validate::validate(&config);
         if problems.is_empty() {
             Ok(config)
@@ -332,5 +356,30 @@ fn strip_location(message: &str) -> String {
     match message.rfind(" at line ") {
         Some(i) => message[..i].to_string(),
         None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_key_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("secret.txt"),
+            "0123456789abcdef0123456789abcdef",
+        )
+        .unwrap();
+        let yaml = "upstreams:\n  u: {backends: [\"127.0.0.1:1\"]}\nauth:\n  jwt:\n    j: {algorithms: [HS256], secret_file: secret.txt}\nroutes:\n  - {name: r, upstream: u, auth: {jwt: j}}\n";
+        let file = dir.path().join("tollgate.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let config = Config::load(&file).expect("secret found next to the config");
+        let resolved = config.auth.jwt["j"].secret_file.clone().unwrap();
+        assert_eq!(Path::new(&resolved), dir.path().join("secret.txt"));
+        let missing = Config::load_str(yaml).unwrap_err();
+        assert!(missing.0[0]
+            .to_string()
+            .starts_with("auth.jwt.j.secret_file: cannot read"));
     }
 }

@@ -509,6 +509,9 @@ impl ProxyHttp for Gateway {
             }
             // Once the response head went out, the only honest signal left is a cut connection.
             if session.response_written().is_none() {
+                // The request body may be unread and the upstream exchange is in an unknown
+                // state: say `Connection: close` honestly rather than keep-alive and then hang up.
+                session.set_keepalive(None);
                 let retry_after: &[(&'static str, &str)] =
                     if kind == GatewayError::ServiceUnavailable {
                         &[("Retry-After", "1")]
@@ -532,6 +535,12 @@ impl ProxyHttp for Gateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    /// Answers the gateway decided on purpose (413, 503 with nothing healthy) are not errors
+    /// of the gateway; they are in the access log and metrics, not the error log.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        matches!(error.etype(), ErrorType::HTTPStatus(_))
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
