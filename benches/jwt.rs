@@ -31,11 +31,19 @@ fn bench(c: &mut Criterion) {
     let now = jsonwebtoken::get_current_timestamp();
     let claims = json!({"sub": "alice", "iss": "idp", "aud": "api", "exp": now + 3600, "iat": now,
                         "roles": ["admin"], "scope": "orders:read orders:write"});
-    let hs_token = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes()))
-        .expect("sign hs");
+    let hs_token = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign hs");
     let rsa = std::fs::read(fixture("rsa1_private.pem")).expect("rsa key");
-    let rs_token = encode(&Header::new(Algorithm::RS256), &claims, &EncodingKey::from_rsa_pem(&rsa).expect("pem"))
-        .expect("sign rs");
+    let rs_token = encode(
+        &Header::new(Algorithm::RS256),
+        &claims,
+        &EncodingKey::from_rsa_pem(&rsa).expect("pem"),
+    )
+    .expect("sign rs");
 
     let hs = auth_nocache.jwt_index("hs").expect("hs");
     let rs = auth.jwt_index("rs").expect("rs");
@@ -43,10 +51,18 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("jwt_verify");
     g.bench_function("hs256", |b| {
-        b.iter(|| auth_nocache.verify_jwt(hs, black_box(&hs_token)).expect("valid"))
+        b.iter(|| {
+            auth_nocache
+                .verify_jwt(hs, black_box(&hs_token))
+                .expect("valid")
+        })
     });
     g.bench_function("rs256_cold", |b| {
-        b.iter(|| auth_nocache.verify_jwt(rs_cold, black_box(&rs_token)).expect("valid"))
+        b.iter(|| {
+            auth_nocache
+                .verify_jwt(rs_cold, black_box(&rs_token))
+                .expect("valid")
+        })
     });
     g.bench_function("rs256_cached", |b| {
         b.iter(|| auth.verify_jwt(rs, black_box(&rs_token)).expect("valid"))

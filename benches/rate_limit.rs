@@ -13,7 +13,9 @@ fn bench(c: &mut Criterion) {
     let limit = Limit::new("bench", &cfg).expect("limit");
     let mut g = c.benchmark_group("rate_limit");
     let one = KeyValue::Ip(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
-    g.bench_function("check_one_key", |b| b.iter(|| black_box(limit.check(black_box(&one)))));
+    g.bench_function("check_one_key", |b| {
+        b.iter(|| black_box(limit.check(black_box(&one))))
+    });
     let mut i = 0u32;
     g.bench_function("check_many_keys", |b| {
         b.iter(|| {

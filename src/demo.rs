@@ -44,7 +44,9 @@ impl ServeHttp for DemoBackend {
             "user_id": req.headers.get("x-user-id").and_then(|v| v.to_str().ok()),
             "consumer": req.headers.get("x-consumer").and_then(|v| v.to_str().ok()),
             "request_id": req.headers.get("x-request-id").and_then(|v| v.to_str().ok()),
-            "data": {"id": 7, "status": "shipped", "total": 42.5},
+            "data": {"id": 7, "status": "shipped", "total": 42.5,
+                     "items": [{"sku": "A-1", "qty": 2, "supplier_id": "sup-93"},
+                               {"sku": "B-7", "qty": 1, "supplier_id": "sup-12"}]},
             "internal_cost": 31.2,
         });
         json(200, serde_json::to_vec(&body).unwrap_or_default())
@@ -129,6 +131,8 @@ Try (watch "instance" alternate: round robin over health-checked pools):
   curl -si -X DELETE http://{listen}/orders/7          # 405 + Allow
   curl -s http://{listen}/payments/42                   # strip_prefix: backend sees /42
   curl -s http://{listen}/users/me                      # rewrite_prefix: backend sees /v1/users/me
+  curl -s http://127.0.0.1:4101/orders/7               # a backend directly: internal_cost, supplier_id...
+  curl -s http://{listen}/orders/7                      # ...stripped by the gateway (response_json)
 
 Rate limit (/users: 5 requests per 10 s per client IP; watch 200s turn into 429s):
   for i in $(seq 8); do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/users/me; done; echo

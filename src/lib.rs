@@ -13,4 +13,5 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod routing;
 pub mod server;
+pub mod transform;
 pub mod upstream;

@@ -241,6 +241,25 @@ pub struct RouteConfig {
     /// One limit name or a list; every listed limit must pass.
     #[serde(default)]
     pub rate_limit: Option<auth::StringOrList>,
+    #[serde(default)]
+    pub response_json: Option<ResponseJsonConfig>,
+}
+
+/// Strip fields from JSON responses: `remove` (deny-list) or `keep` (allow-list) paths.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseJsonConfig {
+    #[serde(default)]
+    pub remove: Option<Vec<String>>,
+    #[serde(default)]
+    pub keep: Option<Vec<String>>,
+    /// Larger (decoded) bodies are refused rather than passed unstripped.
+    #[serde(default = "default_max_body")]
+    pub max_body: ByteSize,
+}
+
+fn default_max_body() -> ByteSize {
+    ByteSize(8 * 1024 * 1024)
 }
 
 #[derive(Debug, Clone, Deserialize)]

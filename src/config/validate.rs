@@ -230,6 +230,18 @@ fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Pro
     if let Some(auth) = &route.auth {
         check_route_auth(at, auth, config, out);
     }
+    if let Some(rj) = &route.response_json {
+        if let Err(errs) = crate::transform::response_json::Policy::compile(rj) {
+            for (field, msg) in errs {
+                let path = if field.is_empty() {
+                    format!("{at}.response_json")
+                } else {
+                    format!("{at}.response_json.{field}")
+                };
+                out.push(Problem::new(path, msg));
+            }
+        }
+    }
     if let Some(limits) = &route.rate_limit {
         let single = matches!(limits, crate::config::auth::StringOrList::One(_));
         for (j, name) in limits.to_vec().iter().enumerate() {

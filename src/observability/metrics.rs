@@ -22,6 +22,7 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     pub auth_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub sanitize_failures: IntCounterVec,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -77,6 +78,14 @@ fn build() -> prometheus::Result<Metrics> {
         &["route", "limit"],
     )?;
     registry.register(Box::new(rate_limited.clone()))?;
+    let sanitize_failures = IntCounterVec::new(
+        Opts::new(
+            "tollgate_response_sanitize_failures_total",
+            "JSON responses refused because they could not be sanitised, by route and reason",
+        ),
+        &["route", "reason"],
+    )?;
+    registry.register(Box::new(sanitize_failures.clone()))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(request_duration.clone()))?;
     registry.register(Box::new(upstream_duration.clone()))?;
@@ -96,6 +105,7 @@ fn build() -> prometheus::Result<Metrics> {
         build_info,
         auth_failures,
         rate_limited,
+        sanitize_failures,
     })
 }
 

@@ -16,6 +16,7 @@ use crate::rate_limit::{self, key::RequestFacts, RateLimiter};
 use crate::request_id;
 use crate::routing::rewrite::PrefixRewrite;
 use crate::routing::{normalize::normalize, router::host_only, Match, Router};
+use crate::transform::response_json::{self, Sanitizer};
 use crate::upstream::Pools;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -81,6 +82,8 @@ pub struct Ctx {
     forwarded_for: Option<String>,
     peer_trusted: bool,
     identity: Option<Arc<Identity>>,
+    /// Set when this response's JSON body is being stripped.
+    sanitizer: Option<Sanitizer>,
     /// The rate-limit decision reported in `X-RateLimit-*` (the tightest limit).
     rate: Option<rate_limit::Verdict>,
     /// Set when the upstream path differs from what the client sent.
@@ -123,6 +126,17 @@ impl Gateway {
             &[("WWW-Authenticate", &challenge)],
         )
         .await
+    }
+
+    /// Refuse a response that must be sanitised but cannot be, before its head is sent (502).
+    fn sanitize_refused(&self, ctx: &mut Ctx, reason: &'static str) -> pingora::Result<()> {
+        let route = self.route(ctx).map_or(UNMATCHED, |r| r.name.as_str());
+        tracing::warn!(request_id = %ctx.request_id, route, reason, "refusing a response that cannot be sanitised");
+        METRICS
+            .sanitize_failures
+            .with_label_values(&[route, reason])
+            .inc();
+        Error::e_explain(ErrorType::HTTPStatus(502), "response cannot be sanitised")
     }
 
     /// Check the route's limits of one stage; answers 429 and returns true when refused.
@@ -228,6 +242,7 @@ impl ProxyHttp for Gateway {
             peer_trusted: false,
             identity: None,
             rate: None,
+            sanitizer: None,
             upstream_path: None,
             tried: Vec::new(),
             backend: None,
@@ -458,6 +473,10 @@ impl ProxyHttp for Gateway {
                 }
             }
             route.request_headers.apply_request(upstream)?;
+            if route.response_json.is_some() {
+                // Ask for identity: the body must be read to be stripped.
+                upstream.remove_header("accept-encoding");
+            }
         }
         // Identity headers last: nothing configured or sent by the client can override them.
         if let Some(identity) = &ctx.identity {
@@ -470,14 +489,88 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         if let Some(t) = ctx.upstream_start {
             ctx.upstream_latency = Some(t.elapsed().as_secs_f64());
         }
+        let Some(policy) = self.route(ctx).and_then(|r| r.response_json.as_ref()) else {
+            return Ok(());
+        };
+        let status = resp.status.as_u16();
+        let has_body = session.req_header().method != http::Method::HEAD
+            && !matches!(status, 100..=199 | 204 | 304);
+        let json = resp
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(response_json::is_json);
+        if !has_body || !json {
+            return Ok(());
+        }
+        let encoding = resp
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("?"));
+        let Some(encoding) = response_json::encoding(encoding) else {
+            return self.sanitize_refused(ctx, "bad_encoding");
+        };
+        let declared = resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if encoding == response_json::Encoding::Identity
+            && declared.is_some_and(|n| n > policy.max_body)
+        {
+            // Known too large before a byte is sent: a proper 502 is still possible.
+            return self.sanitize_refused(ctx, "too_large");
+        }
+        // The rewritten body has a new length: stream it chunked, decoded.
+        resp.remove_header(&http::header::CONTENT_LENGTH);
+        resp.remove_header(&http::header::CONTENT_ENCODING);
+        ctx.sanitizer = Some(Sanitizer::new(policy, encoding));
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        let Some(sanitizer) = ctx.sanitizer.as_mut() else {
+            return Ok(None);
+        };
+        let chunk = body.take().unwrap_or_default();
+        match sanitizer.push(&chunk, end_of_stream) {
+            Ok(out) => {
+                if !out.is_empty() {
+                    *body = Some(Bytes::from(out));
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                // Headers are gone already; cutting the connection is the only way to fail
+                // closed. Nothing unstripped was ever forwarded.
+                ctx.sanitizer = None;
+                let reason = e.reason();
+                let route = self.route(ctx).map_or(UNMATCHED, |r| r.name.as_str());
+                tracing::warn!(request_id = %ctx.request_id, route, "cannot sanitise response: {e}");
+                METRICS
+                    .sanitize_failures
+                    .with_label_values(&[route, reason])
+                    .inc();
+                ctx.error = Some("sanitize_failed");
+                Error::e_explain(
+                    ErrorType::HTTPStatus(502),
+                    "response could not be sanitised",
+                )
+            }
+        }
     }
 
     async fn response_filter(

@@ -7,6 +7,7 @@ use crate::header_ops::CompiledHeaderOps;
 use crate::rate_limit::RateLimiter;
 use crate::routing::rewrite::PrefixRewrite;
 use crate::routing::Router;
+use crate::transform::response_json::Policy;
 use crate::upstream::{Pool, Pools};
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ pub struct RouteRuntime {
     pub auth: Option<RoutePolicy>,
     /// Indices into the gateway's [`RateLimiter`].
     pub limits: Vec<usize>,
+    pub response_json: Option<Policy>,
 }
 
 pub fn build(
@@ -46,6 +48,14 @@ pub fn build(
                 request_headers: CompiledHeaderOps::compile(&r.request_headers),
                 response_headers: CompiledHeaderOps::compile(&r.response_headers),
                 auth: auth.policy(r.auth.as_ref()),
+                response_json: r
+                    .response_json
+                    .as_ref()
+                    .map(|rj| {
+                        Policy::compile(rj)
+                            .map_err(|errs| format!("routes[{i}].response_json: {}", errs[0].1))
+                    })
+                    .transpose()?,
                 limits: r
                     .rate_limit
                     .as_ref()
