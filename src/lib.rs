@@ -13,5 +13,6 @@ pub mod rate_limit;
 pub mod request_id;
 pub mod routing;
 pub mod server;
+pub mod trace_context;
 pub mod transform;
 pub mod upstream;

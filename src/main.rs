@@ -82,8 +82,9 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn init_tracing() {
+fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -139,7 +140,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            init_tracing();
+            init_tracing(&config.server.log_level);
             serve(&config, RunFlags { daemon, upgrade }, Vec::new())
         }
         Command::Token {
@@ -194,7 +195,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            init_tracing();
+            init_tracing(&config.server.log_level);
             println!(
                 "{}",
                 tollgate::demo::banner(&config.server.listen[0], &config.server.admin_listen)

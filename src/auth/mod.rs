@@ -129,6 +129,21 @@ impl Auth {
         for h in &self.identity_headers {
             req.remove_header(h);
         }
+        // `X_User_Roles` becomes HTTP_X_USER_ROLES in CGI-style backends (WSGI, Rack, PHP),
+        // the same variable as the real header: underscore spellings are identity too.
+        let aliases: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|name| name.as_str().contains('_'))
+            .filter(|name| {
+                let dashed = name.as_str().replace('_', "-");
+                self.identity_headers.iter().any(|h| h.as_str() == dashed)
+            })
+            .cloned()
+            .collect();
+        for name in aliases {
+            req.remove_header(&name);
+        }
     }
 
     pub fn identity_headers(&self) -> &[HeaderName] {

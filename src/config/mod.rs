@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub max_request_body: ByteSize,
     #[serde(default = "default_access_log")]
     pub access_log: String,
+    /// Operational log level (`error`..`trace`, or a tracing filter); `RUST_LOG` overrides.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +78,7 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             max_request_body: default_max_request_body(),
             access_log: default_access_log(),
+            log_level: default_log_level(),
         }
     }
 }
@@ -96,6 +100,9 @@ fn default_upgrade_sock() -> String {
 }
 fn default_max_request_body() -> ByteSize {
     ByteSize(10 * 1024 * 1024)
+}
+fn default_log_level() -> String {
+    "info".to_string()
 }
 fn default_access_log() -> String {
     "stdout".to_string()

@@ -4,8 +4,10 @@
 
 use serde::Serialize;
 use std::io::Write;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 /// Lines buffered between workers and the writer before new ones are dropped.
@@ -33,6 +35,7 @@ impl Destination {
 pub struct Entry<'a> {
     pub ts: String,
     pub request_id: &'a str,
+    pub trace_id: Option<&'a str>,
     pub client_ip: Option<String>,
     pub method: &'a str,
     pub host: &'a str,
@@ -90,53 +93,76 @@ impl AccessLog {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                crate::observability::metrics::METRICS
+                    .access_log_dropped
+                    .inc();
             }
         }
     }
 
     fn start(&self) -> Option<SyncSender<Vec<u8>>> {
-        let mut out: Box<dyn Write + Send> = match &self.destination {
-            Destination::Off => return None,
-            Destination::Stdout => Box::new(std::io::stdout()),
-            Destination::File(path) => {
-                match std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                {
-                    Ok(f) => Box::new(f),
-                    Err(e) => {
-                        tracing::error!("cannot open access log {path}: {e}; access log disabled");
-                        return None;
-                    }
-                }
+        let destination = self.destination.clone();
+        let mut out = open(&destination)?;
+        // logrotate: `kill -USR1 <pid>` makes the writer reopen its file.
+        let reopen = Arc::new(AtomicBool::new(false));
+        if matches!(destination, Destination::File(_)) {
+            if let Err(e) =
+                signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())
+            {
+                tracing::warn!("cannot watch SIGUSR1 for access log reopening: {e}");
             }
-        };
+        }
         let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || {
-                let mut buf = std::io::BufWriter::with_capacity(64 * 1024, &mut out);
-                while let Ok(line) = rx.recv() {
-                    let _ = buf.write_all(&line);
-                    // Flush when the queue is drained so lines appear promptly at low rates.
-                    let mut more = true;
-                    while more {
-                        match rx.try_recv() {
-                            Ok(l) => {
-                                let _ = buf.write_all(&l);
-                            }
-                            Err(_) => more = false,
-                        }
+            .spawn(move || loop {
+                let first = match rx.recv_timeout(std::time::Duration::from_millis(500)) {
+                    Ok(line) => Some(line),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
+                if reopen.swap(false, Ordering::Relaxed) {
+                    let _ = out.flush();
+                    if let Some(fresh) = open(&destination) {
+                        out = fresh;
                     }
-                    let _ = buf.flush();
                 }
+                let Some(first) = first else { continue };
+                let _ = out.write_all(&first);
+                // Drain what is queued, then flush: prompt at low rates, batched at high ones.
+                while let Ok(line) = rx.try_recv() {
+                    let _ = out.write_all(&line);
+                }
+                let _ = out.flush();
             });
         match spawned {
             Ok(_) => Some(tx),
             Err(e) => {
                 tracing::error!("cannot start access log writer: {e}");
                 None
+            }
+        }
+    }
+}
+
+fn open(destination: &Destination) -> Option<Box<dyn Write + Send>> {
+    match destination {
+        Destination::Off => None,
+        Destination::Stdout => Some(Box::new(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stdout(),
+        ))),
+        Destination::File(path) => {
+            match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                Ok(f) => Some(Box::new(std::io::BufWriter::with_capacity(64 * 1024, f))),
+                Err(e) => {
+                    tracing::error!("cannot open access log {path}: {e}; access log disabled");
+                    None
+                }
             }
         }
     }
@@ -159,6 +185,7 @@ mod tests {
         log.write(&Entry {
             ts: now_rfc3339(),
             request_id: "r1",
+            trace_id: None,
             client_ip: Some("127.0.0.1".into()),
             method: "GET",
             host: "h",

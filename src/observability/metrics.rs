@@ -23,6 +23,7 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub sanitize_failures: IntCounterVec,
+    pub access_log_dropped: prometheus::IntCounter,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -86,6 +87,15 @@ fn build() -> prometheus::Result<Metrics> {
         &["route", "reason"],
     )?;
     registry.register(Box::new(sanitize_failures.clone()))?;
+    let access_log_dropped = prometheus::IntCounter::new(
+        "tollgate_access_log_dropped_total",
+        "Access log lines dropped because the writer fell behind",
+    )?;
+    registry.register(Box::new(access_log_dropped.clone()))?;
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     registry.register(Box::new(requests.clone()))?;
     registry.register(Box::new(request_duration.clone()))?;
     registry.register(Box::new(upstream_duration.clone()))?;
@@ -106,6 +116,7 @@ fn build() -> prometheus::Result<Metrics> {
         auth_failures,
         rate_limited,
         sanitize_failures,
+        access_log_dropped,
     })
 }
 

@@ -82,6 +82,7 @@ pub struct Ctx {
     forwarded_for: Option<String>,
     peer_trusted: bool,
     identity: Option<Arc<Identity>>,
+    trace: Option<crate::trace_context::TraceContext>,
     /// Set when this response's JSON body is being stripped.
     sanitizer: Option<Sanitizer>,
     /// The rate-limit decision reported in `X-RateLimit-*` (the tightest limit).
@@ -243,6 +244,7 @@ impl ProxyHttp for Gateway {
             identity: None,
             rate: None,
             sanitizer: None,
+            trace: None,
             upstream_path: None,
             tried: Vec::new(),
             backend: None,
@@ -260,6 +262,10 @@ impl ProxyHttp for Gateway {
         let req = session.req_header();
         ctx.request_id =
             request_id::from_incoming(req.headers.get("x-request-id").map(|v| v.as_bytes()));
+        ctx.trace = Some(crate::trace_context::from_incoming(header_str(
+            req,
+            "traceparent",
+        )));
 
         // 2. normalise the path; routing and forwarding both use the result.
         let normalized: Option<String> = match normalize(req.uri.path()) {
@@ -453,6 +459,10 @@ impl ProxyHttp for Gateway {
             upstream.set_raw_path(p.as_bytes())?;
         }
         upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if let Some(crate::trace_context::TraceContext::Started { header, .. }) = &ctx.trace {
+            upstream.insert_header("traceparent", header.as_str())?;
+            upstream.remove_header("tracestate");
+        }
         if let Some(xff) = &ctx.forwarded_for {
             upstream.insert_header("X-Forwarded-For", xff.as_str())?;
         }
@@ -671,6 +681,7 @@ impl ProxyHttp for Gateway {
             self.access_log.write(&Entry {
                 ts: access_log::now_rfc3339(),
                 request_id: &ctx.request_id,
+                trace_id: ctx.trace.as_ref().map(|t| t.trace_id()),
                 client_ip: ctx.client_ip.map(|ip| ip.to_string()),
                 method: req.method.as_str(),
                 host: request_host(req),

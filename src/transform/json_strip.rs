@@ -485,11 +485,11 @@ impl JsonStripper {
                     .stack
                     .pop()
                     .ok_or(StripError::Malformed("unbalanced close"))?;
-                let ok = match (f.kind, b, f.expect) {
-                    (Kind::Object, b'}', Expect::KeyOrEnd | Expect::CommaOrEnd) => true,
-                    (Kind::Array, b']', Expect::ValueOrEnd | Expect::CommaOrEnd) => true,
-                    _ => false,
-                };
+                let ok = matches!(
+                    (f.kind, b, f.expect),
+                    (Kind::Object, b'}', Expect::KeyOrEnd | Expect::CommaOrEnd)
+                        | (Kind::Array, b']', Expect::ValueOrEnd | Expect::CommaOrEnd)
+                );
                 if !ok {
                     return Err(StripError::Malformed("unexpected close"));
                 }

@@ -1,0 +1,98 @@
+//! W3C Trace Context (`traceparent`): propagate a valid one unchanged, start a trace when there
+//! is none, and expose the trace id for the access log — so the gateway appears in distributed
+//! traces without an OpenTelemetry SDK on the hot path.
+
+/// A validated `traceparent`'s trace id, or a freshly minted header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceContext {
+    /// The client's header is valid and is forwarded as is.
+    Incoming { trace_id: String },
+    /// None (or an invalid one) came in: this header must be set upstream, and an incoming
+    /// `tracestate` dropped (it belonged to the discarded trace).
+    Started { trace_id: String, header: String },
+}
+
+impl TraceContext {
+    pub fn trace_id(&self) -> &str {
+        match self {
+            TraceContext::Incoming { trace_id } | TraceContext::Started { trace_id, .. } => {
+                trace_id
+            }
+        }
+    }
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The trace id of a valid version-00 (or future-version) `traceparent`.
+pub fn parse(value: &str) -> Option<&str> {
+    let mut parts = value.trim().split('-');
+    let version = parts.next()?;
+    let trace_id = parts.next()?;
+    let parent_id = parts.next()?;
+    let flags = parts.next()?;
+    if version.len() != 2 || !is_lower_hex(version) || version == "ff" {
+        return None;
+    }
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    if trace_id.len() != 32 || !is_lower_hex(trace_id) || trace_id.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    if parent_id.len() != 16 || !is_lower_hex(parent_id) || parent_id.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    if flags.len() != 2 || !is_lower_hex(flags) {
+        return None;
+    }
+    Some(trace_id)
+}
+
+pub fn from_incoming(value: Option<&str>) -> TraceContext {
+    match value.and_then(parse) {
+        Some(id) => TraceContext::Incoming {
+            trace_id: id.to_string(),
+        },
+        None => {
+            let trace_id = uuid::Uuid::new_v4().simple().to_string();
+            let span = uuid::Uuid::new_v4().simple().to_string();
+            let header = format!("00-{trace_id}-{}-01", &span[..16]);
+            TraceContext::Started { trace_id, header }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_headers_are_kept_invalid_ones_restarted() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            from_incoming(Some(tp)),
+            TraceContext::Incoming {
+                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into()
+            }
+        );
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "garbage",
+        ] {
+            match from_incoming(Some(bad)) {
+                TraceContext::Started { header, trace_id } => {
+                    assert_eq!(parse(&header), Some(trace_id.as_str()), "{header}");
+                }
+                other => panic!("accepted {bad}: {other:?}"),
+            }
+        }
+    }
+}
