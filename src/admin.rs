@@ -24,6 +24,8 @@ struct UpstreamReadiness<'a> {
 #[derive(Serialize)]
 struct Readiness<'a> {
     ready: bool,
+    /// Which process answered: lets operators (and the upgrade tests) see a hand-off happen.
+    pid: u32,
     upstreams: Vec<UpstreamReadiness<'a>>,
 }
 
@@ -47,7 +49,12 @@ impl Admin {
             })
             .collect();
         let ready = self.pools.warmed_up() && upstreams.iter().all(|u| u.healthy > 0);
-        let body = serde_json::to_vec(&Readiness { ready, upstreams }).unwrap_or_default();
+        let body = serde_json::to_vec(&Readiness {
+            ready,
+            pid: std::process::id(),
+            upstreams,
+        })
+        .unwrap_or_default();
         (ready, body)
     }
 

@@ -51,7 +51,6 @@ pub fn build(
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(config, flags));
-    server.bootstrap();
 
     let extra_handles = server.add_services(extra);
 
@@ -64,6 +63,12 @@ pub fn build(
         health_handle.add_dependency(h);
     }
 
+    // Bootstrap (taking the listening sockets over from an old process on upgrade, and telling a
+    // waiting `-d` parent that we are up) runs as a service *after* the first health round and
+    // *after* daemonising: the new process is known-good before the old one is asked to leave.
+    let bootstrap = server.bootstrap_as_a_service();
+    bootstrap.add_dependency(&health_handle);
+
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -73,13 +78,15 @@ pub fn build(
         proxy.add_tcp(addr);
     }
     let proxy_handle = server.add_service(proxy);
-    // No traffic before the first health round: a backend dead at start gets no request.
+    // No traffic before the first health round (a backend dead at start gets no request) and
+    // before the inherited sockets are in place.
     proxy_handle.add_dependency(&health_handle);
+    proxy_handle.add_dependency(&bootstrap);
 
     let mut admin = Service::new("tollgate admin".to_string(), Admin::new(pools.clone()));
     admin.threads = Some(1);
     admin.add_tcp(&config.server.admin_listen);
-    server.add_service(admin);
+    server.add_service(admin).add_dependency(&bootstrap);
 
     Ok(server)
 }

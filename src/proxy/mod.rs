@@ -213,8 +213,24 @@ impl Gateway {
         extra: &[(&'static str, &str)],
     ) -> pingora::Result<bool> {
         ctx.error = Some(kind.code());
-        respond::error(session, kind, message, &ctx.request_id, extra).await?;
+        let rate = rate_headers(ctx);
+        let mut headers: Vec<(&'static str, &str)> = extra.to_vec();
+        headers.extend(rate.iter().map(|(k, v)| (*k, v.as_str())));
+        respond::error(session, kind, message, &ctx.request_id, &headers).await?;
         Ok(true)
+    }
+}
+
+/// `X-RateLimit-*` for the tightest limit checked so far: every response of a limited route
+/// carries them, the gateway's own errors included.
+fn rate_headers(ctx: &Ctx) -> Vec<(&'static str, String)> {
+    match &ctx.rate {
+        None => Vec::new(),
+        Some(v) => vec![
+            ("X-RateLimit-Limit", v.decision.limit.to_string()),
+            ("X-RateLimit-Remaining", v.decision.remaining.to_string()),
+            ("X-RateLimit-Reset", v.decision.reset_secs.to_string()),
+        ],
     }
 }
 
@@ -484,8 +500,11 @@ impl ProxyHttp for Gateway {
             }
             route.request_headers.apply_request(upstream)?;
             if route.response_json.is_some() {
-                // Ask for identity: the body must be read to be stripped.
+                // Ask for identity and the whole representation: the body must be read to be
+                // stripped, and a byte range of the unstripped body would bypass stripping.
                 upstream.remove_header("accept-encoding");
+                upstream.remove_header("range");
+                upstream.remove_header("if-range");
             }
         }
         // Identity headers last: nothing configured or sent by the client can override them.
@@ -517,7 +536,17 @@ impl ProxyHttp for Gateway {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(response_json::is_json);
-        if !has_body || !json {
+        if status == 206 {
+            // We never ask for ranges on these routes; a partial body cannot be sanitised.
+            return self.sanitize_refused(ctx, "range");
+        }
+        if !json {
+            return Ok(());
+        }
+        if !has_body {
+            // HEAD: the upstream's length is that of the unstripped body; it would reveal
+            // the size of what is hidden.
+            resp.remove_header(&http::header::CONTENT_LENGTH);
             return Ok(());
         }
         let encoding = resp
@@ -585,16 +614,23 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        // Pingora frames length-less bodies as chunked whatever the client speaks; an
+        // HTTP/1.0 client cannot parse chunked, so it gets a close-delimited body instead.
+        if session.req_header().version < http::Version::HTTP_11
+            && resp.headers.get(http::header::CONTENT_LENGTH).is_none()
+            && resp.headers.contains_key(http::header::TRANSFER_ENCODING)
+        {
+            resp.remove_header(&http::header::TRANSFER_ENCODING);
+            resp.insert_header(http::header::CONNECTION, "close")?;
+            session.set_keepalive(None);
+        }
         resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
-        if let Some(v) = &ctx.rate {
-            let d = v.decision;
-            resp.insert_header("X-RateLimit-Limit", d.limit.to_string())?;
-            resp.insert_header("X-RateLimit-Remaining", d.remaining.to_string())?;
-            resp.insert_header("X-RateLimit-Reset", d.reset_secs.to_string())?;
+        for (name, value) in rate_headers(ctx) {
+            resp.insert_header(name, value)?;
         }
         if let Some(route) = self.route(ctx) {
             route.response_headers.apply_response(resp)?;
@@ -615,18 +651,18 @@ impl ProxyHttp for Gateway {
                 // The request body may be unread and the upstream exchange is in an unknown
                 // state: say `Connection: close` honestly rather than keep-alive and then hang up.
                 session.set_keepalive(None);
-                let retry_after: &[(&'static str, &str)] =
-                    if kind == GatewayError::ServiceUnavailable {
-                        &[("Retry-After", "1")]
-                    } else {
-                        &[]
-                    };
+                let rate = rate_headers(ctx);
+                let mut headers: Vec<(&'static str, &str)> =
+                    rate.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                if kind == GatewayError::ServiceUnavailable {
+                    headers.push(("Retry-After", "1"));
+                }
                 if let Err(err) = respond::error(
                     session,
                     kind,
                     kind.default_message(),
                     &ctx.request_id,
-                    retry_after,
+                    &headers,
                 )
                 .await
                 {

@@ -1,17 +1,19 @@
 //! In-process, estimated rate limiting on `pingora-limits`.
 //!
-//! One [`pingora_limits::rate::Rate`] (two count-min sketches: previous and current interval)
-//! per configured limit; the hot path is a few atomic loads and one atomic add per sketch row.
+//! One [`sliding::SlidingCounter`] (two pingora-limits count-min sketches: previous and current
+//! interval, on fixed boundaries) per configured limit; the hot path is a few atomic loads and
+//! one atomic add per sketch row.
 //! Only admitted requests are counted, so a client hammering at 3× its limit is admitted at its
 //! limit rather than locked out for ever.
 
 pub mod key;
+pub mod sliding;
 pub mod window;
 
 use crate::config::rate_limit::{RateLimitConfig, Stage};
 use crate::config::Config;
 use key::{KeyKind, KeyValue, RequestFacts};
-use pingora_limits::rate::Rate;
+use sliding::SlidingCounter;
 use std::time::Duration;
 use window::{decide, Decision, WindowState};
 
@@ -24,7 +26,7 @@ pub struct Limit {
     pub requests: u64,
     pub per: Duration,
     pub stage: Stage,
-    rate: Rate,
+    counter: SlidingCounter,
 }
 
 /// Sketch columns for an expected key count: twice the keys, at least 1024.
@@ -45,33 +47,28 @@ impl Limit {
             stage,
             requests: cfg.requests,
             per: cfg.per.0,
-            rate: Rate::new_with_estimator_config(
-                cfg.per.0,
-                HASHES,
-                slots_for(cfg.expected_clients),
-            ),
+            counter: SlidingCounter::new(cfg.per.0, HASHES, slots_for(cfg.expected_clients)),
             kind,
         })
     }
 
     /// Decide without counting.
     pub fn peek(&self, key: &KeyValue<'_>) -> Decision {
-        self.rate.rate_with(key, |c| {
-            decide(
-                WindowState {
-                    prev: c.prev_samples.max(0) as f64,
-                    curr: c.curr_samples.max(0) as f64,
-                    fraction: c.current_interval_fraction,
-                },
-                self.requests,
-                self.per,
-            )
-        })
+        let s = self.counter.sample(key);
+        decide(
+            WindowState {
+                prev: s.prev.max(0) as f64,
+                curr: s.curr.max(0) as f64,
+                fraction: s.fraction,
+            },
+            self.requests,
+            self.per,
+        )
     }
 
     /// Count one admitted request.
     pub fn record(&self, key: &KeyValue<'_>) {
-        self.rate.observe(key, 1);
+        self.counter.observe(key);
     }
 
     /// Decide and, if admitted, count: the single-limit convenience used by tests and benches.
