@@ -1,6 +1,11 @@
 //! The `tollgate` command line: `run`, `check`, `demo`.
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc: Pingora's per-request allocations are small and short-lived; glibc malloc costs
+/// 10-15% throughput on this workload (DESIGN.md baseline).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tollgate::auth::mint::{mint_hmac, DevClaims};

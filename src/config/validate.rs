@@ -173,9 +173,7 @@ fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Pro
         out.push(Problem::new(format!("{at}.name"), "must not be empty"));
     }
     if !config.upstreams.contains_key(&route.upstream) {
-        let hint = closest(&route.upstream, config.upstreams.keys().map(String::as_str))
-            .map(|s| format!(" (did you mean {s:?}?)"))
-            .unwrap_or_default();
+        let hint = did_you_mean(&route.upstream, config.upstreams.keys().map(String::as_str));
         out.push(Problem::new(
             format!("{at}.upstream"),
             format!("no upstream named {:?}{hint}", route.upstream),
@@ -246,9 +244,7 @@ fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Pro
         let single = matches!(limits, crate::config::auth::StringOrList::One(_));
         for (j, name) in limits.to_vec().iter().enumerate() {
             if !config.rate_limits.contains_key(name) {
-                let hint = closest(name, config.rate_limits.keys().map(String::as_str))
-                    .map(|s| format!(" (did you mean {s:?}?)"))
-                    .unwrap_or_default();
+                let hint = did_you_mean(name, config.rate_limits.keys().map(String::as_str));
                 let path = if single {
                     format!("{at}.rate_limit")
                 } else {
@@ -331,9 +327,7 @@ fn check_route_auth(
     }
     if let Some(name) = &auth.jwt {
         if !config.auth.jwt.contains_key(name) {
-            let hint = closest(name, config.auth.jwt.keys().map(String::as_str))
-                .map(|s| format!(" (did you mean {s:?}?)"))
-                .unwrap_or_default();
+            let hint = did_you_mean(name, config.auth.jwt.keys().map(String::as_str));
             out.push(Problem::new(
                 format!("{at}.auth.jwt"),
                 format!("no auth.jwt provider named {name:?}{hint}"),
@@ -342,9 +336,7 @@ fn check_route_auth(
     }
     if let Some(name) = &auth.api_key {
         if !config.auth.api_keys.contains_key(name) {
-            let hint = closest(name, config.auth.api_keys.keys().map(String::as_str))
-                .map(|s| format!(" (did you mean {s:?}?)"))
-                .unwrap_or_default();
+            let hint = did_you_mean(name, config.auth.api_keys.keys().map(String::as_str));
             out.push(Problem::new(
                 format!("{at}.auth.api_key"),
                 format!("no auth.api_keys provider named {name:?}{hint}"),
@@ -389,6 +381,13 @@ fn valid_host_pattern(host: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
+}
+
+/// ` (did you mean "x"?)` when a known name is close to the typo, else nothing.
+fn did_you_mean<'a>(wanted: &str, known: impl Iterator<Item = &'a str>) -> String {
+    closest(wanted, known)
+        .map(|s| format!(" (did you mean {s:?}?)"))
+        .unwrap_or_default()
 }
 
 /// The known name closest to a typo, if any is close enough to be a plausible intent.

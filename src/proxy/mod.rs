@@ -46,20 +46,8 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(config: &Config, pools: &Pools) -> Result<Gateway, String> {
         let router = Router::new(&config.routes);
-        let auth = Auth::build(config).map_err(|problems| {
-            problems
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
-        let limiter = RateLimiter::build(config).map_err(|problems| {
-            problems
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        let auth = Auth::build(config).map_err(|p| joined(&p))?;
+        let limiter = RateLimiter::build(config).map_err(|p| joined(&p))?;
         let routes = routes::build(config, &router, pools, &auth, &limiter)?;
         Ok(Gateway {
             router,
@@ -71,6 +59,15 @@ impl Gateway {
             access_log: AccessLog::new(Destination::from_config(&config.server.access_log)),
         })
     }
+}
+
+/// Problems of an already validated config (only reachable if validation and building drift).
+fn joined(problems: &[crate::config::Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Per-request state carried between phases.
