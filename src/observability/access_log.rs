@@ -58,14 +58,23 @@ pub struct AccessLog {
     /// spawned before the fork would not exist in the daemon.
     sender: OnceLock<Option<SyncSender<Vec<u8>>>>,
     dropped: AtomicU64,
+    /// Set by SIGUSR1 (logrotate): the writer reopens its file.
+    reopen: Arc<AtomicBool>,
 }
 
 impl AccessLog {
+    /// Installs the SIGUSR1 handler at once, whatever the destination: a signal's default
+    /// action is to terminate, and logrotate must never kill a quiet gateway.
     pub fn new(destination: Destination) -> AccessLog {
+        let reopen = Arc::new(AtomicBool::new(false));
+        if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone()) {
+            tracing::warn!("cannot watch SIGUSR1 for access log reopening: {e}");
+        }
         AccessLog {
             destination,
             sender: OnceLock::new(),
             dropped: AtomicU64::new(0),
+            reopen,
         }
     }
 
@@ -104,14 +113,7 @@ impl AccessLog {
         let destination = self.destination.clone();
         let mut out = open(&destination)?;
         // logrotate: `kill -USR1 <pid>` makes the writer reopen its file.
-        let reopen = Arc::new(AtomicBool::new(false));
-        if matches!(destination, Destination::File(_)) {
-            if let Err(e) =
-                signal_hook::flag::register(signal_hook::consts::SIGUSR1, reopen.clone())
-            {
-                tracing::warn!("cannot watch SIGUSR1 for access log reopening: {e}");
-            }
-        }
+        let reopen = self.reopen.clone();
         let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE);
         let spawned = std::thread::Builder::new()
             .name("access-log".into())

@@ -280,6 +280,21 @@ impl ProxyHttp for Gateway {
             "traceparent",
         )));
 
+        // Client identity first: every answer, even a 400 or 404, is logged with it.
+        let incoming_xff = header_str(req, "x-forwarded-for").map(str::to_owned);
+        if let Some(peer) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let (client, xff) = forwarded::resolve(peer, incoming_xff.as_deref(), &self.trusted);
+            ctx.peer_trusted = !self.trusted.is_empty() && self.trusted.contains(peer);
+            ctx.client_ip = Some(client);
+            ctx.forwarded_for = Some(xff);
+        }
+
+        let req = session.req_header();
+
         // 2. normalise the path; routing and forwarding both use the result.
         let normalized: Option<String> = match normalize(req.uri.path()) {
             Ok(Cow::Borrowed(_)) => None,
@@ -323,19 +338,6 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(route);
         let rt = &self.routes[route];
         let declared = header_str(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
-        let incoming_xff = header_str(req, "x-forwarded-for").map(str::to_owned);
-
-        // Client identity for logs, limits and X-Forwarded-For.
-        if let Some(peer) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            let (client, xff) = forwarded::resolve(peer, incoming_xff.as_deref(), &self.trusted);
-            ctx.peer_trusted = !self.trusted.is_empty() && self.trusted.contains(peer);
-            ctx.client_ip = Some(client);
-            ctx.forwarded_for = Some(xff);
-        }
 
         // 6a. limits that need no identity run before auth: floods are rejected cheaply.
         if self.rate_limited(session, ctx, Stage::BeforeAuth).await? {
