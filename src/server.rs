@@ -10,6 +10,7 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use pingora::services::ServiceWithDependents;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// Command-line switches that shape how the process runs (not what it serves).
@@ -43,7 +44,17 @@ pub fn build(
     extra: Vec<Box<dyn ServiceWithDependents>>,
 ) -> Result<Server, String> {
     let pools = Arc::new(Pools::build(config)?);
-    let gateway = Gateway::new(config, &pools)?;
+    let mut gateway = Gateway::new(config, &pools)?;
+    // Pingora keeps accepting for a few seconds after SIGQUIT (the socket hand-off) and then
+    // drops idle keep-alive connections; a busy client's next request on such a connection
+    // would be lost. From the signal on, every response says `Connection: close`, so clients
+    // move to fresh connections (served by the new process) while this one still answers.
+    let draining = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGQUIT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, draining.clone())
+            .map_err(|e| format!("cannot watch signal {signal}: {e}"))?;
+    }
+    gateway.set_draining_flag(draining);
 
     let opt = Opt {
         upgrade: flags.upgrade,

@@ -41,6 +41,8 @@ pub struct Gateway {
     trusted: TrustedProxies,
     max_request_body: u64,
     access_log: AccessLog,
+    /// Set on SIGQUIT/SIGTERM: stop offering keep-alive (see `server::build`).
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Gateway {
@@ -57,6 +59,7 @@ impl Gateway {
             trusted: TrustedProxies::new(&config.server.trusted_proxies),
             max_request_body: config.server.max_request_body.0,
             access_log: AccessLog::new(Destination::from_config(&config.server.access_log)),
+            draining: Arc::default(),
         })
     }
 }
@@ -96,6 +99,10 @@ pub struct Ctx {
 }
 
 impl Gateway {
+    pub fn set_draining_flag(&mut self, flag: Arc<std::sync::atomic::AtomicBool>) {
+        self.draining = flag;
+    }
+
     fn route(&self, ctx: &Ctx) -> Option<&RouteRuntime> {
         ctx.route.map(|i| &self.routes[i])
     }
@@ -210,6 +217,9 @@ impl Gateway {
         extra: &[(&'static str, &str)],
     ) -> pingora::Result<bool> {
         ctx.error = Some(kind.code());
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            session.set_keepalive(None);
+        }
         let rate = rate_headers(ctx);
         let mut headers: Vec<(&'static str, &str)> = extra.to_vec();
         headers.extend(rate.iter().map(|(k, v)| (*k, v.as_str())));
@@ -628,6 +638,10 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            resp.insert_header(http::header::CONNECTION, "close")?;
+            session.set_keepalive(None);
+        }
         for (name, value) in rate_headers(ctx) {
             resp.insert_header(name, value)?;
         }

@@ -1,0 +1,1003 @@
+//! Zero-downtime upgrades and graceful shutdown of the real `tollgate` binary (DESIGN.md
+//! "Operations", issue 7), driven the way `systemd/tollgate.service` drives it:
+//!
+//! * start: `tollgate run -d -c CFG` (returns once the daemon is up; its pid is in `pid_file`);
+//! * upgrade/reload: `tollgate run -d -u -c CFG` (returns once the new daemon is up and waiting for
+//!   the sockets; Pingora renames `pid_file` to `pid_file.old` and the new daemon writes
+//!   `pid_file`), then `kill -QUIT <old pid>`: the old process hands its listening sockets over
+//!   `upgrade_sock`, keeps serving what it has, and exits;
+//! * stop: SIGTERM: stop accepting, finish in-flight requests, exit 0.
+//!
+//! Every daemon a test starts is SIGKILLed when the test ends, even on panic ([`Fleet`]'s `Drop`:
+//! the pids it saw, the pid files, and any process whose command line names the test's own
+//! config file). Every wait is bounded; traffic goes to loopback only. Signals are sent with the
+//! `kill` command (libc is not a dev-dependency).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// `server.grace_period` / `server.graceful_shutdown_timeout` of the upgrade tests.
+const GRACE: Duration = Duration::from_secs(2);
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Pingora 0.9 keeps an old process accepting for a hard-coded `CLOSE_TIMEOUT` (5 s) after it has
+/// handed its sockets over, before its graceful shutdown starts (pingora-core
+/// `src/server/mod.rs`). An old process is therefore expected to be gone
+/// `PINGORA_CLOSE_TIMEOUT + GRACE + SHUTDOWN_TIMEOUT` after SIGQUIT, plus [`EXIT_SLACK`].
+const PINGORA_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Slack on every "the process must be gone by now" bound, for a loaded 2-core machine.
+const EXIT_SLACK: Duration = Duration::from_secs(10);
+
+/// Hard cap on any traffic loop, whatever the test does.
+const TRAFFIC_HARD_CAP: Duration = Duration::from_secs(45);
+
+// ---------------------------------------------------------------------------------------------
+// Processes: /proc, signals
+// ---------------------------------------------------------------------------------------------
+
+/// True if `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S ...`: comm may contain anything, the state follows the last ')'.
+        Ok(stat) => match stat.rfind(')') {
+            Some(i) => !matches!(stat[i + 1..].trim_start().chars().next(), Some('Z' | 'X')),
+            None => true,
+        },
+        Err(_) => false,
+    }
+}
+
+/// The NUL-separated command line of `pid`, as a list of arguments (empty if it is gone).
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|raw| {
+            raw.split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Live (non-zombie) processes that have `arg` as one of their arguments.
+fn processes_with_arg(arg: &str) -> BTreeSet<u32> {
+    let mut out = BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && cmdline(pid).iter().any(|a| a == arg) && alive(pid) {
+            out.insert(pid);
+        }
+    }
+    out
+}
+
+/// `kill -<sig> <pid>`; panics if `kill` cannot be run or reports failure.
+fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run `kill -{sig} {pid}`: {e}"));
+    assert!(status.success(), "`kill -{sig} {pid}` failed: {status}");
+}
+
+/// Waits (polling, until `deadline`) for `pid` to be gone. True if it is.
+async fn wait_gone(pid: u32, deadline: Instant) -> bool {
+    loop {
+        if !alive(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fleet: one config, the daemons started from it, and their cleanup
+// ---------------------------------------------------------------------------------------------
+
+/// The finished (or killed) `tollgate` command-line invocation.
+#[derive(Debug)]
+struct Run {
+    label: String,
+    code: Option<i32>,
+    timed_out: bool,
+    /// Its stderr (stdout stays in its file, shown by [`Fleet::logs`]).
+    stderr: String,
+}
+
+/// A tempdir with a tollgate config (its own free ports, pid file and upgrade socket) and every
+/// tollgate process started from it. Dropping it SIGKILLs them all (and prints their logs if the
+/// test is panicking).
+struct Fleet {
+    dir: tempfile::TempDir,
+    cfg: PathBuf,
+    /// `cfg` as a string: the marker that identifies this test's processes in /proc.
+    cfg_arg: String,
+    pid_file: PathBuf,
+    port: u16,
+    admin_port: u16,
+    backend_addr: String,
+    grace: String,
+    shutdown_timeout: String,
+    /// Every tollgate pid this test has seen.
+    seen: Mutex<BTreeSet<u32>>,
+    /// A foreground `tollgate run` child, if the test started one.
+    fg: Mutex<Option<Child>>,
+    runs: AtomicUsize,
+    /// One request per connection, so that a probe can land on any process sharing the socket.
+    probe: reqwest::Client,
+}
+
+impl Fleet {
+    /// Writes a config routing everything to `backend`, with the given `grace_period` and
+    /// `graceful_shutdown_timeout`.
+    fn new(backend: &Backend, grace: &str, shutdown_timeout: &str) -> Fleet {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut admin_port = free_port();
+        for _ in 0..10 {
+            if admin_port != port {
+                break;
+            }
+            admin_port = free_port();
+        }
+        assert_ne!(port, admin_port, "could not find two distinct free ports");
+        let cfg = dir.path().join("tollgate.yaml");
+        let fleet = Fleet {
+            cfg_arg: cfg.to_str().expect("utf-8 tempdir path").to_string(),
+            pid_file: dir.path().join("tollgate.pid"),
+            cfg,
+            dir,
+            port,
+            admin_port,
+            backend_addr: backend.addr(),
+            grace: grace.to_string(),
+            shutdown_timeout: shutdown_timeout.to_string(),
+            seen: Mutex::new(BTreeSet::new()),
+            fg: Mutex::new(None),
+            runs: AtomicUsize::new(0),
+            probe: client_no_keepalive(),
+        };
+        fleet.write_config(&fleet.yaml("", ""));
+        fleet
+    }
+
+    /// The config; `server_extra` is inserted at the end of the `server:` section and
+    /// `route_upstream`, if non-empty, replaces the route's upstream name.
+    fn yaml(&self, server_extra: &str, route_upstream: &str) -> String {
+        let d = self.dir.path().display();
+        let upstream = if route_upstream.is_empty() {
+            "pool"
+        } else {
+            route_upstream
+        };
+        format!(
+            "server:
+  listen: [\"127.0.0.1:{port}\"]
+  admin_listen: \"127.0.0.1:{admin}\"
+  threads: 1
+  pid_file: \"{d}/tollgate.pid\"
+  upgrade_sock: \"{d}/upgrade.sock\"
+  grace_period: {grace}
+  graceful_shutdown_timeout: {timeout}
+  access_log: \"off\"
+{server_extra}
+upstreams:
+  pool:
+    backends: [\"{backend}\"]
+    {FAST_HEALTH}
+routes:
+  - name: all
+    match: {{path_prefix: /}}
+    upstream: {upstream}
+",
+            port = self.port,
+            admin = self.admin_port,
+            grace = self.grace,
+            timeout = self.shutdown_timeout,
+            backend = self.backend_addr,
+        )
+    }
+
+    fn write_config(&self, yaml: &str) {
+        std::fs::write(&self.cfg, yaml).expect("write config");
+    }
+
+    fn old_pid_file(&self) -> PathBuf {
+        PathBuf::from(format!("{}.old", self.pid_file.display()))
+    }
+
+    fn remember(&self, pid: u32) {
+        self.seen.lock().unwrap().insert(pid);
+    }
+
+    /// Live tollgate processes started from this fleet's config.
+    fn live(&self) -> BTreeSet<u32> {
+        processes_with_arg(&self.cfg_arg)
+    }
+
+    /// Runs `tollgate <args>` with stdout/stderr to fresh files in the tempdir (a daemon it forks
+    /// keeps writing its logs there); kills it after `limit`.
+    fn tollgate(&self, label: &str, args: &[&str], limit: Duration) -> Run {
+        let n = self.runs.fetch_add(1, Ordering::SeqCst);
+        let base = self.dir.path().join(format!("{n:02}-{label}"));
+        let out_path = base.with_extension("stdout");
+        let err_path = base.with_extension("stderr");
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(File::create(&out_path).expect("stdout file"))
+            .stderr(File::create(&err_path).expect("stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+        let deadline = Instant::now() + limit;
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break Some(s);
+            }
+            if Instant::now() >= deadline {
+                timed_out = true;
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Run {
+            label: label.to_string(),
+            code: status.and_then(|s| s.code()),
+            timed_out,
+            stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+        }
+    }
+
+    /// `tollgate run -d -c CFG`; returns the daemon's pid once `/ready` answers from it.
+    async fn start_daemon(&self) -> u32 {
+        let cfg = self.cfg_arg.clone();
+        let run = self.tollgate("start", &["run", "-d", "-c", &cfg], Duration::from_secs(30));
+        if let Some(pid) = read_pid(&self.pid_file) {
+            self.remember(pid);
+        }
+        assert!(
+            run.code == Some(0) && !run.timed_out,
+            "`tollgate run -d` failed: {run:?}"
+        );
+        let pid = read_pid(&self.pid_file).unwrap_or_else(|| {
+            panic!(
+                "no pid in {} after `run -d` returned",
+                self.pid_file.display()
+            )
+        });
+        assert!(alive(pid), "daemon {pid} from the pid file is not running");
+        self.wait_ready_pid(pid, Duration::from_secs(20)).await;
+        pid
+    }
+
+    /// First half of an upgrade: `tollgate run -d -u -c CFG` must succeed and leave a new daemon
+    /// (pid in `pid_file`, the old pid moved to `pid_file.old`). Returns the new pid.
+    fn start_upgrade(&self, label: &str, old: u32) -> u32 {
+        let cfg = self.cfg_arg.clone();
+        let run = self.tollgate(
+            label,
+            &["run", "-d", "-u", "-c", &cfg],
+            Duration::from_secs(30),
+        );
+        let new = read_pid(&self.pid_file);
+        if let Some(pid) = new {
+            self.remember(pid);
+        }
+        assert!(
+            run.code == Some(0) && !run.timed_out,
+            "`tollgate run -d -u` failed: {run:?}"
+        );
+        let new = new.unwrap_or_else(|| panic!("no pid in {}", self.pid_file.display()));
+        assert_ne!(
+            new, old,
+            "pid file still names the old process after `run -d -u`"
+        );
+        assert!(alive(new), "new daemon {new} is not running");
+        assert_eq!(
+            read_pid(&self.old_pid_file()),
+            Some(old),
+            "{} should hold the old pid",
+            self.old_pid_file().display()
+        );
+        new
+    }
+
+    /// `GET /ready` on a fresh connection: `(status, pid)`.
+    async fn ready_pid(&self) -> Result<(u16, u32), String> {
+        let url = format!("http://127.0.0.1:{}/ready", self.admin_port);
+        let r = self
+            .probe
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        let status = r.status().as_u16();
+        let body = r.bytes().await.map_err(|e| format!("{e:?}"))?;
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("/ready body is not JSON ({e}): {body:?}"))?;
+        let pid = v
+            .get("pid")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| format!("/ready has no numeric pid: {v}"))?;
+        Ok((status, pid as u32))
+    }
+
+    /// Polls `/ready` (fresh connection each time) until it answers 200 from `want`, within
+    /// `limit`. Returns every pid that answered meanwhile.
+    async fn wait_ready_pid(&self, want: u32, limit: Duration) -> BTreeSet<u32> {
+        let deadline = Instant::now() + limit;
+        let mut answered = BTreeSet::new();
+        loop {
+            let last = match self.ready_pid().await {
+                Ok((status, pid)) => {
+                    answered.insert(pid);
+                    if status == 200 && pid == want {
+                        return answered;
+                    }
+                    format!("HTTP {status} from pid {pid}")
+                }
+                Err(e) => e,
+            };
+            assert!(
+                Instant::now() < deadline,
+                "/ready did not answer 200 from pid {want} within {limit:?}; pids that answered: \
+                 {answered:?}; last: {last}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every log file of this fleet (config, then each invocation's stdout/stderr, which the
+    /// daemons it forked inherited).
+    fn logs(&self) -> String {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        names.sort();
+        let mut out = format!(
+            "--- config {} ---\n{}",
+            self.cfg.display(),
+            std::fs::read_to_string(&self.cfg).unwrap_or_default()
+        );
+        for p in names {
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if ext == "stdout" || ext == "stderr" {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                out.push_str(&format!("\n--- {} ---\n{text}", p.display()));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.fg.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = child.kill();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        let mut pids: BTreeSet<u32> = self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        pids.extend(read_pid(&self.pid_file));
+        pids.extend(read_pid(&self.old_pid_file()));
+        pids.extend(self.live());
+        let mut killed = Vec::new();
+        for pid in pids {
+            // Only processes started from this test's config: a pid from a file may have been
+            // reused by an unrelated process since.
+            if alive(pid) && cmdline(pid).contains(&self.cfg_arg) {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .stdin(Stdio::null())
+                    .status();
+                killed.push(pid);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while killed.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if std::thread::panicking() || std::env::var_os("TOLLGATE_TEST_LOGS").is_some() {
+            eprintln!("SIGKILLed at cleanup: {killed:?}\n{}", self.logs());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traffic
+// ---------------------------------------------------------------------------------------------
+
+/// Client tasks sending `GET /t/<client>/<n>` to the gateway until stopped, recording every
+/// request that did not come back as the backend's 200 echo of that very path.
+struct Traffic {
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    failures: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<(String, tokio::task::JoinHandle<usize>)>,
+}
+
+#[derive(Clone, Copy)]
+enum ClientKind {
+    /// One pooled reqwest client, requests back to back on its keep-alive connection(s).
+    KeepAlive,
+    /// A pooled reqwest client that pauses between requests (its connection sits idle).
+    KeepAliveIdle,
+    /// A new connection for every request.
+    Fresh,
+}
+
+impl Traffic {
+    fn start(port: u16, clients: &[ClientKind]) -> Traffic {
+        let start = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (i, kind) in clients.iter().enumerate() {
+            let (name, client, pause) = match kind {
+                ClientKind::KeepAlive => (format!("keepalive{i}"), client(), Duration::ZERO),
+                ClientKind::KeepAliveIdle => (
+                    format!("keepalive-idle{i}"),
+                    client(),
+                    Duration::from_millis(25),
+                ),
+                // The pause keeps the number of client-side TIME_WAIT sockets well below the
+                // ephemeral port range over the test's duration.
+                ClientKind::Fresh => (
+                    format!("fresh{i}"),
+                    client_no_keepalive(),
+                    Duration::from_millis(10),
+                ),
+            };
+            let stop = stop.clone();
+            let failures = failures.clone();
+            let task_name = name.clone();
+            let handle = tokio::spawn(async move {
+                let mut ok = 0usize;
+                let mut n = 0usize;
+                while !stop.load(Ordering::SeqCst) && start.elapsed() < TRAFFIC_HARD_CAP {
+                    n += 1;
+                    let path = format!("/t/{task_name}/{n}");
+                    let url = format!("http://127.0.0.1:{port}{path}");
+                    match one_request(&client, &url, &path).await {
+                        Ok(()) => ok += 1,
+                        Err(e) => failures.lock().unwrap().push(format!(
+                            "t={:.3}s {task_name} {path}: {e}",
+                            start.elapsed().as_secs_f64()
+                        )),
+                    }
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                ok
+            });
+            tasks.push((name, handle));
+        }
+        Traffic {
+            start,
+            stop,
+            failures,
+            tasks,
+        }
+    }
+
+    fn at(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    /// Stops the clients; returns `(successes per client, failures)`.
+    async fn finish(self) -> (Vec<(String, usize)>, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut per_client = Vec::new();
+        for (name, handle) in self.tasks {
+            // A request is bounded by the client's 10 s timeout.
+            let ok = tokio::time::timeout(Duration::from_secs(20), handle)
+                .await
+                .unwrap_or_else(|_| panic!("traffic client {name} did not stop"))
+                .unwrap_or_else(|e| panic!("traffic client {name} panicked: {e}"));
+            per_client.push((name, ok));
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (per_client, failures)
+    }
+}
+
+/// One GET that must come back as the backend's 200 echo of `path`, with its whole body.
+async fn one_request(client: &reqwest::Client, url: &str, path: &str) -> Result<(), String> {
+    let r = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("request error: {e:?}"))?;
+    let status = r.status().as_u16();
+    let headers = format!("{:?}", r.headers());
+    let body = r
+        .bytes()
+        .await
+        .map_err(|e| format!("HTTP {status}, body error: {e:?}"))?;
+    if status != 200 {
+        return Err(format!(
+            "HTTP {status} {headers} {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        format!(
+            "HTTP 200 but not the backend's JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    })?;
+    if v.get("path").and_then(Value::as_str) != Some(path) {
+        return Err(format!("HTTP 200 echoing another path: {v}"));
+    }
+    Ok(())
+}
+
+fn assert_no_failures(
+    what: &str,
+    per_client: &[(String, usize)],
+    failures: &[String],
+    timeline: &[String],
+) {
+    let total: usize = per_client.iter().map(|(_, n)| n).sum();
+    let shown: Vec<&String> = failures.iter().take(40).collect();
+    assert!(
+        failures.is_empty(),
+        "{what}: {} failed request(s) ({total} succeeded; per client {per_client:?}).\n\
+         Timeline:\n  {}\nFailures (first 40):\n  {}",
+        failures.len(),
+        timeline.join("\n  "),
+        shown
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
+    for (name, ok) in per_client {
+        assert!(
+            *ok > 0,
+            "{what}: client {name} completed no request at all ({per_client:?})"
+        );
+    }
+}
+
+/// The spread of client kinds used under upgrades.
+const MIXED_CLIENTS: &[ClientKind] = &[
+    ClientKind::KeepAlive,
+    ClientKind::KeepAlive,
+    ClientKind::KeepAliveIdle,
+    ClientKind::Fresh,
+    ClientKind::Fresh,
+    ClientKind::Fresh,
+];
+
+/// The bound for an old process to be gone after its SIGQUIT.
+fn exit_bound_after_quit() -> Duration {
+    PINGORA_CLOSE_TIMEOUT + GRACE + SHUTDOWN_TIMEOUT + EXIT_SLACK
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+/// Issue 7 (1): three successive upgrades of a daemonised gateway under continuous keep-alive and
+/// connection-per-request traffic: no request fails, `/ready`'s pid moves old → new each time,
+/// every old process exits, and exactly one process is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_upgrades_under_load_lose_no_request() {
+    let backend = Backend::start("b").await;
+    let fleet = Fleet::new(&backend, "2s", "3s");
+    let first = fleet.start_daemon().await;
+
+    let traffic = Traffic::start(fleet.port, MIXED_CLIENTS);
+    let mut timeline = vec![format!(
+        "t={:.3}s traffic started, pid {first}",
+        traffic.at()
+    )];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let mut generations = vec![first];
+    let mut quits: Vec<(u32, Instant)> = Vec::new();
+    for i in 1..=3 {
+        let old = *generations.last().unwrap();
+        timeline.push(format!("t={:.3}s upgrade {i}: run -d -u", traffic.at()));
+        let new = fleet.start_upgrade(&format!("upgrade{i}"), old);
+        timeline.push(format!(
+            "t={:.3}s upgrade {i}: new pid {new} waiting; kill -QUIT {old}",
+            traffic.at()
+        ));
+        signal(old, "QUIT");
+        quits.push((old, Instant::now()));
+        timeline.push(format!(
+            "t={:.3}s upgrade {i}: QUIT sent; {old} should stop accepting and start its graceful \
+             shutdown at t≈{:.3}s (Pingora's 5 s close timeout)",
+            traffic.at(),
+            traffic.at() + PINGORA_CLOSE_TIMEOUT.as_secs_f64()
+        ));
+        let answered = fleet.wait_ready_pid(new, Duration::from_secs(15)).await;
+        timeline.push(format!(
+            "t={:.3}s upgrade {i}: /ready answered by {new} (pids seen meanwhile: {answered:?})",
+            traffic.at()
+        ));
+        generations.push(new);
+        if i < 3 {
+            // Traffic on the new generation while the previous one drains.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+        }
+    }
+
+    let mut lingering = Vec::new();
+    for (pid, quit_at) in &quits {
+        if wait_gone(*pid, *quit_at + exit_bound_after_quit()).await {
+            timeline.push(format!("t={:.3}s pid {pid} is gone", traffic.at()));
+        } else {
+            lingering.push(*pid);
+        }
+    }
+    // A little traffic on the sole survivor.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    timeline.push(format!("t={:.3}s traffic stopping", traffic.at()));
+    let (per_client, failures) = traffic.finish().await;
+    eprintln!(
+        "three upgrades: generations {generations:?}, per client {per_client:?}\n  {}",
+        timeline.join("\n  ")
+    );
+
+    assert_no_failures("three upgrades", &per_client, &failures, &timeline);
+    let distinct: BTreeSet<u32> = generations.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        4,
+        "each upgrade must start a new process: {generations:?}"
+    );
+    assert!(
+        lingering.is_empty(),
+        "old process(es) {lingering:?} still alive {:?} after their SIGQUIT (expected gone after \
+         Pingora's 5 s close timeout + grace_period + graceful_shutdown_timeout)",
+        exit_bound_after_quit()
+    );
+    let last = *generations.last().unwrap();
+    for _ in 0..5 {
+        let (status, pid) = fleet.ready_pid().await.expect("final /ready");
+        assert_eq!(
+            (status, pid),
+            (200, last),
+            "/ready after the upgrades must come from the last generation"
+        );
+    }
+    let live = fleet.live();
+    assert_eq!(
+        live,
+        BTreeSet::from([last]),
+        "exactly the last generation must be left running (generations {generations:?})"
+    );
+}
+
+/// Issue 7 (2): a slow request that reached the backend through the old process just before its
+/// SIGQUIT completes: 200 with the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_slow_request_completes_on_the_old_process() {
+    let backend = Backend::start("b").await;
+    let fleet = Fleet::new(&backend, "2s", "3s");
+    let old = fleet.start_daemon().await;
+
+    // The new process is up but has no listening socket until the old one hands them over after
+    // SIGQUIT, so a connection made now is necessarily the old process's.
+    let new = fleet.start_upgrade("upgrade", old);
+    let hits_before = backend.hits();
+    let url = format!("http://127.0.0.1:{}/slow/in-flight", fleet.port);
+    let slow = tokio::spawn(async move {
+        let r = client_no_keepalive()
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("request error: {e:?}"))?;
+        let status = r.status().as_u16();
+        let content_length = r.content_length();
+        let body = r
+            .bytes()
+            .await
+            .map_err(|e| format!("HTTP {status}, body error: {e:?}"))?;
+        Ok::<_, String>((status, content_length, body))
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend.hits() == hits_before {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request did not reach the backend within 5 s"
+        );
+        assert!(!slow.is_finished(), "the slow request ended before SIGQUIT");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    signal(old, "QUIT");
+    let quit_at = Instant::now();
+    fleet.wait_ready_pid(new, Duration::from_secs(15)).await;
+
+    let (status, content_length, body) = tokio::time::timeout(Duration::from_secs(15), slow)
+        .await
+        .expect("slow request still running 15 s after SIGQUIT")
+        .expect("slow request task panicked")
+        .unwrap_or_else(|e| panic!("the in-flight slow request failed across SIGQUIT: {e}"));
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(status, 200, "in-flight slow request: {text}");
+    if let Some(len) = content_length {
+        assert_eq!(len as usize, body.len(), "truncated body: {text}");
+    }
+    let v: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("incomplete or non-JSON body ({e}): {text}"));
+    assert_eq!(
+        v.get("path").and_then(Value::as_str),
+        Some("/slow/in-flight"),
+        "{v}"
+    );
+    assert_eq!(v.get("backend").and_then(Value::as_str), Some("b"), "{v}");
+
+    assert!(
+        wait_gone(old, quit_at + exit_bound_after_quit()).await,
+        "old process {old} still alive {:?} after SIGQUIT",
+        exit_bound_after_quit()
+    );
+    assert_eq!(fleet.live(), BTreeSet::from([new]));
+}
+
+/// Issue 7 (3): `run -d -u` with a broken config exits non-zero at once, naming the YAML path, and
+/// touches nothing: the old process keeps its pid file and keeps serving without a failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_with_a_broken_config_leaves_the_old_process_serving() {
+    let backend = Backend::start("b").await;
+    let fleet = Fleet::new(&backend, "2s", "3s");
+    let old = fleet.start_daemon().await;
+    let good = std::fs::read_to_string(&fleet.cfg).expect("read config");
+
+    let traffic = Traffic::start(fleet.port, MIXED_CLIENTS);
+    let mut timeline = vec![format!("t={:.3}s traffic started, pid {old}", traffic.at())];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The config file the running process came from is edited in place, as an operator would
+    // before `systemctl reload`.
+    let broken = [
+        (
+            "unknown-key",
+            fleet.yaml("  bogus_key: 1", ""),
+            "server.bogus_key",
+        ),
+        (
+            "dangling-upstream",
+            fleet.yaml("", "nope"),
+            "routes[0].upstream",
+        ),
+    ];
+    let cfg = fleet.cfg_arg.clone();
+    for (label, yaml, yaml_path) in &broken {
+        fleet.write_config(yaml);
+        timeline.push(format!("t={:.3}s {label}: run -d -u", traffic.at()));
+        let run = fleet.tollgate(
+            label,
+            &["run", "-d", "-u", "-c", &cfg],
+            Duration::from_secs(20),
+        );
+        timeline.push(format!(
+            "t={:.3}s {label}: exited {:?}",
+            traffic.at(),
+            run.code
+        ));
+        assert!(
+            !run.timed_out,
+            "{label}: `run -d -u` with a broken config was still running after 20 s: {run:?}"
+        );
+        assert!(
+            matches!(run.code, Some(c) if c != 0),
+            "{label}: `run -d -u` with a broken config must exit non-zero: {run:?}"
+        );
+        assert!(
+            run.stderr.contains(yaml_path),
+            "{label}: stderr must name {yaml_path:?}: {run:?}"
+        );
+        assert_eq!(
+            read_pid(&fleet.pid_file),
+            Some(old),
+            "{label}: the pid file must still name the running process ({})",
+            run.label
+        );
+        assert!(
+            !fleet.old_pid_file().exists(),
+            "{label}: a failed upgrade must not move the pid file aside"
+        );
+        assert!(alive(old), "{label}: the old process died");
+        assert_eq!(
+            fleet.live(),
+            BTreeSet::from([old]),
+            "{label}: the failed upgrade must leave no process behind"
+        );
+        for _ in 0..5 {
+            let (status, pid) = fleet.ready_pid().await.expect("/ready");
+            assert_eq!(
+                (status, pid),
+                (200, old),
+                "{label}: /ready after the attempt"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    fleet.write_config(&good);
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    timeline.push(format!("t={:.3}s traffic stopping", traffic.at()));
+    let (per_client, failures) = traffic.finish().await;
+    assert_no_failures("broken-config upgrade", &per_client, &failures, &timeline);
+    assert_eq!(fleet.live(), BTreeSet::from([old]));
+    assert_eq!(read_pid(&fleet.pid_file), Some(old));
+}
+
+/// Issue 7 (4): SIGTERM on a running gateway: new connections are refused at once, an in-flight
+/// slow request is still answered (200, whole body), and the process exits 0 within a bound.
+///
+/// Timing: the documented contract (README "Zero-downtime upgrade and reload",
+/// systemd/tollgate.service) is that once a process stops accepting, in-flight requests get
+/// `grace_period` to finish, and `graceful_shutdown_timeout` then bounds the runtime teardown.
+/// grace_period is 5 s here and the backend answers 3 s after it got the request (which is
+/// before SIGTERM), so the request has ≥ 2 s of margin; the 1 s teardown bound is irrelevant
+/// to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_refuses_new_connections_and_drains_in_flight_requests() {
+    let backend = Backend::start("b").await;
+    let fleet = Fleet::new(&backend, "5s", "1s");
+    let cfg = fleet.cfg_arg.clone();
+    let stderr_path = fleet.dir.path().join("fg.stderr");
+    let child = Command::new(BIN)
+        .args(["run", "-c", &cfg])
+        .env("RUST_BACKTRACE", "1")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(File::create(fleet.dir.path().join("fg.stdout")).expect("stdout file"))
+        .stderr(File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+    let pid = child.id();
+    fleet.remember(pid);
+    *fleet.fg.lock().unwrap() = Some(child);
+    fleet.wait_ready_pid(pid, Duration::from_secs(20)).await;
+
+    let hits_before = backend.hits();
+    let url = format!("http://127.0.0.1:{}/slow/draining", fleet.port);
+    let slow = tokio::spawn(async move {
+        let r = client_no_keepalive()
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("request error: {e:?}"))?;
+        let status = r.status().as_u16();
+        let body = r
+            .bytes()
+            .await
+            .map_err(|e| format!("HTTP {status}, body error: {e:?}"))?;
+        Ok::<_, String>((status, body))
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend.hits() == hits_before {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request did not reach the backend within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    signal(pid, "TERM");
+    let term_at = Instant::now();
+
+    // New connections: refused once the listener is closed, which must happen promptly (well
+    // before the in-flight request is done).
+    let refuse_deadline = Instant::now() + Duration::from_secs(2);
+    let mut accepted_after_term = 0;
+    loop {
+        match tokio::net::TcpStream::connect(("127.0.0.1", fleet.port)).await {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => break,
+            Err(e) => panic!("unexpected connect error after SIGTERM: {e}"),
+            Ok(_) => accepted_after_term += 1,
+        }
+        assert!(
+            Instant::now() < refuse_deadline,
+            "new connections still accepted 2 s after SIGTERM ({accepted_after_term} accepted)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused_at = term_at.elapsed();
+    assert!(
+        !slow.is_finished(),
+        "the slow request was over before new connections were refused"
+    );
+    for _ in 0..5 {
+        let e = tokio::net::TcpStream::connect(("127.0.0.1", fleet.port))
+            .await
+            .expect_err("a new connection was accepted after SIGTERM");
+        assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let result = tokio::time::timeout(Duration::from_secs(15), slow)
+        .await
+        .expect("slow request still running 15 s after SIGTERM")
+        .expect("slow request task panicked");
+    let request_done = term_at.elapsed();
+
+    // The exit: bounded by grace_period + graceful_shutdown_timeout + slack.
+    let exit_deadline = Instant::now() + Duration::from_secs(1 + 5) + EXIT_SLACK;
+    let status = loop {
+        let polled = {
+            let mut guard = fleet.fg.lock().unwrap();
+            let child = guard.as_mut().expect("foreground child");
+            child.try_wait().expect("try_wait")
+        };
+        if let Some(s) = polled {
+            break Some(s);
+        }
+        if Instant::now() >= exit_deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let exited = term_at.elapsed();
+    let logs = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let tail: Vec<&str> = logs.lines().rev().take(25).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    let when = format!(
+        "after SIGTERM: listener refused at {refused_at:?}, slow request ended at \
+         {request_done:?}, process status {status:?} at {exited:?}; gateway log tail:\n{}",
+        tail.join("\n")
+    );
+
+    let (code, body) = result.unwrap_or_else(|e| {
+        panic!("the in-flight slow request was not drained by SIGTERM: {e}\n{when}")
+    });
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(code, 200, "in-flight slow request: {text}\n{when}");
+    let v: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("incomplete or non-JSON body ({e}): {text}\n{when}"));
+    assert_eq!(
+        v.get("path").and_then(Value::as_str),
+        Some("/slow/draining"),
+        "{v}"
+    );
+    let status = status.unwrap_or_else(|| panic!("tollgate did not exit after SIGTERM: {when}"));
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {when}");
+}
