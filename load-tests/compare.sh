@@ -78,7 +78,22 @@ for p in 4900 4901 4902 4903; do wait_port "$p"; done
 targets=("a_direct 4900 upstream" "b_tollgate_routing 4901 tollgate_b" "c_tollgate_full 4902 tollgate_c auth" "d_nginx_limit_req 4903 nginx")
 [ -n "$have_haproxy" ] && targets+=("e_haproxy 4904 haproxy")
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU and memory of the proxy *and its children* (nginx and haproxy serve from worker processes).
+family() { echo "$1"; pgrep -P "$1" || true; }
+cpu_ticks() {
+  local total=0 p
+  for p in $(family "$1"); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+rss_kb() {
+  local total=0 p
+  for p in $(family "$1"); do
+    total=$((total + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
 echo "warming up"
 for t in "${targets[@]}"; do
   set -- $t
@@ -95,7 +110,7 @@ for rep in $(seq "$REPS"); do
     taskset -c "$LOAD_CPU" oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json \
       -o "$out/$name.$rep.json" "${auth[@]}" "http://127.0.0.1:$port/"
     after="$(cpu_ticks "$pid")"
-    rss="$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")"
+    rss="$(rss_kb "$pid")"
     echo "{\"cpu_ticks\": $((after - before)), \"rss_kb\": $rss}" >"$out/$name.$rep.proc.json"
     echo "rep $rep $name done"
   done
