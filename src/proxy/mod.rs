@@ -256,6 +256,10 @@ fn request_host(req: &RequestHeader) -> &str {
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
+    /// No downstream modules: Pingora's default registers a (disabled) compression module
+    /// that still runs on every request and response.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             start: Instant::now(),
