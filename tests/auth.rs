@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -1469,108 +1467,6 @@ async fn auth_failure_metric_counts_by_route_and_reason() {
 // No secret in responses or logs (a gateway started here, with `access_log: stdout`)
 // ---------------------------------------------------------------------------------------------
 
-/// `tollgate run` with the full config given here (the shared harness fixes `access_log: off`),
-/// env vars for the child only, stdout/stderr captured to files. Killed on drop.
-struct LoggedGateway {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    port: u16,
-    client: reqwest::Client,
-}
-
-impl LoggedGateway {
-    async fn start(body: &str, env: &[(&str, &str)]) -> LoggedGateway {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let mut admin_port = free_port();
-        for _ in 0..10 {
-            if admin_port != port {
-                break;
-            }
-            admin_port = free_port();
-        }
-        assert_ne!(port, admin_port);
-        let d = dir.path().display();
-        let yaml = format!(
-            "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 1\n  pid_file: \"{d}/tollgate.pid\"\n  upgrade_sock: \"{d}/upgrade.sock\"\n  access_log: stdout\n\n{body}"
-        );
-        let config: PathBuf = dir.path().join("tollgate.yaml");
-        std::fs::write(&config, yaml).expect("write config");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .arg("-c")
-            .arg(&config)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(File::create(dir.path().join("stdout.log")).expect("stdout.log"))
-            .stderr(File::create(dir.path().join("stderr.log")).expect("stderr.log"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-        let mut gw = LoggedGateway {
-            child: Some(child),
-            dir,
-            port,
-            client: client(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let health = format!("http://127.0.0.1:{admin_port}/health");
-        loop {
-            if let Some(c) = gw.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!("tollgate exited early ({status}):\n{}", gw.logs());
-                }
-            }
-            if let Ok(r) = gw.client.get(&health).send().await {
-                if r.status().as_u16() == 200
-                    && tokio::net::TcpStream::connect(("127.0.0.1", port))
-                        .await
-                        .is_ok()
-                {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway not ready in 20 s:\n{}",
-                gw.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        gw
-    }
-
-    fn read(&self, f: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default()
-    }
-
-    fn logs(&self) -> String {
-        format!(
-            "--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.read("stdout.log"),
-            self.read("stderr.log")
-        )
-    }
-
-    async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        send(&self.client, method, &url, headers).await
-    }
-}
-
-impl Drop for LoggedGateway {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_token_secret_or_key_in_responses_or_logs() {
     const ENV_SECRET: &str = "env-provided-hs256-secret-for-the-leak-test-77";
@@ -1583,7 +1479,13 @@ async fn no_token_secret_or_key_in_responses_or_logs() {
         "  jwt:\n    envhs:\n      algorithms: [HS256]\n      secret_env: TOLLGATE_TEST_LEAK_SECRET\n",
     );
     body.push_str("  - name: envhs\n    match: {path_prefix: /envhs}\n    upstream: echo\n    auth: {jwt: envhs}\n");
-    let gw = LoggedGateway::start(&body, &[("TOLLGATE_TEST_LEAK_SECRET", ENV_SECRET)]).await;
+    let gw = LoggedGateway::start(
+        "stdout",
+        &[],
+        &[("TOLLGATE_TEST_LEAK_SECRET", ENV_SECRET)],
+        &body,
+    )
+    .await;
 
     let env_token = |c: &Value| {
         sign_with(
@@ -1855,24 +1757,7 @@ fn check_config(provider: &str, route_provider: &str) -> String {
 /// `check` exits 1 with a stderr line `error: <path>...` containing every fragment.
 #[track_caller]
 fn assert_check_rejects(yaml: &str, env: &[(&str, Option<&str>)], path: &str, fragments: &[&str]) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("check.yaml");
-    std::fs::write(
-        &file,
-        yaml.replace("@DIR@", &dir.path().display().to_string()),
-    )
-    .expect("write config");
-    let (code, out, err) = check_file_env(&file, env);
-    let prefix = format!("error: {path}");
-    let found = err
-        .lines()
-        .any(|l| l.starts_with(&prefix) && fragments.iter().all(|f| l.contains(f)));
-    assert!(
-        found,
-        "expected a stderr line starting with {prefix:?} containing {fragments:?}\n\
-         exit={code}\n--- stderr ---\n{err}\n--- stdout ---\n{out}\n--- config ---\n{yaml}"
-    );
-    assert_eq!(code, 1, "check must exit 1\n--- stderr ---\n{err}");
+    assert_check_rejects_with(yaml, env, &format!("error: {path}"), fragments);
 }
 
 fn key_line(field: &str, file: &str) -> String {
@@ -1885,14 +1770,7 @@ fn check_accepts_valid_auth_config() {
         "      algorithms: [RS256]\n{}\n      issuer: https://idp.test\n      audience: [api, other]",
         key_line("public_key_file", "rsa1_public.pem")
     );
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("ok.yaml");
-    std::fs::write(
-        &file,
-        check_config(&provider, "main").replace("@DIR@", &dir.path().display().to_string()),
-    )
-    .unwrap();
-    let (code, out, err) = check_file(&file);
+    let (code, out, err) = check(&check_config(&provider, "main"));
     assert_eq!(code, 0, "a valid auth config must pass\n{err}\n{out}");
 }
 

@@ -38,21 +38,7 @@ fn cfg(server: &str, upstreams: &str, routes: &str) -> String {
 /// Returns stderr.
 #[track_caller]
 fn assert_rejected(yaml: &str, path: &str, fragments: &[&str]) -> String {
-    let (code, out, err) = check(yaml);
-    let prefix = format!("error: {path}");
-    let found = err
-        .lines()
-        .any(|l| l.starts_with(&prefix) && fragments.iter().all(|f| l.contains(f)));
-    assert!(
-        found,
-        "expected a stderr line starting with {prefix:?} containing {fragments:?}\n\
-         exit={code}\n--- stderr ---\n{err}\n--- stdout ---\n{out}\n--- config ---\n{yaml}"
-    );
-    assert_eq!(
-        code, 1,
-        "check must exit 1 on a broken config\n--- stderr ---\n{err}\n--- config ---\n{yaml}"
-    );
-    err
+    assert_check_rejects_with(yaml, &[], &format!("error: {path}"), fragments)
 }
 
 #[test]

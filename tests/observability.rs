@@ -11,9 +11,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::*;
@@ -674,187 +671,8 @@ fn is_trace_id(s: &str) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A gateway with the access log on (stdout or a file)
+// Access log lines (gateways from `common::LoggedGateway`)
 // ---------------------------------------------------------------------------------------------
-
-/// `tollgate run` with a chosen `access_log` (`@DIR@` is replaced by the gateway's tempdir,
-/// which is also its working directory). stdout/stderr go to `stdout.log`/`stderr.log` there.
-struct LogGw {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    port: u16,
-    admin_port: u16,
-    client: reqwest::Client,
-}
-
-impl LogGw {
-    async fn start(access_log: &str, server_extra: &[&str], body: &str) -> LogGw {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let mut admin_port = free_port();
-        for _ in 0..10 {
-            if admin_port != port {
-                break;
-            }
-            admin_port = free_port();
-        }
-        assert_ne!(port, admin_port, "could not find two distinct free ports");
-        let d = dir.path().display().to_string();
-        let access_log = access_log.replace("@DIR@", &d);
-        let mut yaml = format!(
-            "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 1\n  pid_file: \"{d}/tollgate.pid\"\n  upgrade_sock: \"{d}/upgrade.sock\"\n  access_log: \"{access_log}\"\n"
-        );
-        for line in server_extra {
-            yaml.push_str("  ");
-            yaml.push_str(line);
-            yaml.push('\n');
-        }
-        yaml.push('\n');
-        yaml.push_str(body);
-        let config: PathBuf = dir.path().join("tollgate.yaml");
-        std::fs::write(&config, yaml).expect("write config");
-        let child = Command::new(BIN)
-            .arg("run")
-            .arg("-c")
-            .arg(&config)
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(File::create(dir.path().join("stdout.log")).expect("stdout.log"))
-            .stderr(File::create(dir.path().join("stderr.log")).expect("stderr.log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-        let mut gw = LogGw {
-            child: Some(child),
-            dir,
-            port,
-            admin_port,
-            client: client(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let health = format!("http://127.0.0.1:{admin_port}/health");
-        loop {
-            if let Some(status) = gw.exited() {
-                panic!("tollgate exited early ({status})");
-            }
-            if let Ok(r) = gw.client.get(&health).send().await {
-                if r.status().as_u16() == 200
-                    && tokio::net::TcpStream::connect(("127.0.0.1", port))
-                        .await
-                        .is_ok()
-                {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "gateway not ready in 20 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        gw
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("child").id()
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
-    }
-
-    fn path(&self, f: &str) -> PathBuf {
-        self.dir.path().join(f)
-    }
-
-    fn read(&self, f: &str) -> String {
-        std::fs::read_to_string(self.path(f)).unwrap_or_default()
-    }
-
-    fn logs(&self) -> String {
-        let mut files: Vec<String> = std::fs::read_dir(self.dir.path())
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.ends_with(".log") || n.contains(".log."))
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        let mut out = format!("--- tollgate.yaml ---\n{}", self.read("tollgate.yaml"));
-        for f in files {
-            out.push_str(&format!("\n--- {f} ---\n{}", self.read(&f)));
-        }
-        out
-    }
-
-    async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Resp {
-        let url = format!("http://127.0.0.1:{}{path}", self.port);
-        send(&self.client, method, &url, headers).await
-    }
-
-    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
-        self.request("GET", path, headers).await
-    }
-
-    /// The access log line of `request_id` in file `f` of the gateway's dir (polled ≤ 5 s).
-    async fn log_line(&self, f: &str, request_id: &str) -> Value {
-        let path = self.path(f);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            if let Some(v) = json_lines(&text)
-                .into_iter()
-                .find(|v| v["request_id"] == request_id)
-            {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no access log line with request_id {request_id:?} in {f} within 5 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for LogGw {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-    }
-}
-
-/// Every complete line (the last, possibly partial, one is ignored) must be one JSON object.
-fn json_lines(text: &str) -> Vec<Value> {
-    let complete = match text.rfind('\n') {
-        Some(i) => &text[..=i],
-        None => "",
-    };
-    complete
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let v: Value = serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("access log line is not JSON ({e}): {l:?}"));
-            assert!(v.is_object(), "access log line is not a JSON object: {l:?}");
-            v
-        })
-        .collect()
-}
-
-fn send_usr1(pid: u32) {
-    let st = Command::new("kill")
-        .arg("-USR1")
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(st.success(), "kill -USR1 {pid} failed: {st}");
-}
 
 /// Checks the fields every access log line has, whatever the outcome.
 fn assert_common_fields(line: &Value, resp: &Resp, method: &str, host: &str, ua: &str) {
@@ -1448,7 +1266,7 @@ fn log_headers<'a>(rid: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_line_of_a_proxied_200() {
     let fx = Fixture::new().await;
-    let gw = LogGw::start("stdout", &[], &fx.config(1)).await;
+    let gw = LoggedGateway::start("stdout", &[], &[], &fx.config(1)).await;
     let r = gw
         .get(
             "/keyed/items/7?page=2",
@@ -1497,7 +1315,7 @@ async fn access_log_line_of_a_proxied_200() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_line_of_a_404() {
     let fx = Fixture::new().await;
-    let gw = LogGw::start("stdout", &[], &fx.config(1)).await;
+    let gw = LoggedGateway::start("stdout", &[], &[], &fx.config(1)).await;
     let r = gw.get("/nowhere/9", &log_headers("rid-404", &[])).await;
     r.assert_gateway_error(404, "not_found");
     let l = gw.log_line("stdout.log", "rid-404").await;
@@ -1515,7 +1333,7 @@ async fn access_log_line_of_a_404() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_line_of_a_401() {
     let fx = Fixture::new().await;
-    let gw = LogGw::start("stdout", &[], &fx.config(1)).await;
+    let gw = LoggedGateway::start("stdout", &[], &[], &fx.config(1)).await;
     let r = gw
         .get(
             "/keyed/x",
@@ -1541,7 +1359,7 @@ async fn access_log_line_of_a_401() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_line_of_a_429() {
     let fx = Fixture::new().await;
-    let gw = LogGw::start("stdout", &[], &fx.config(1)).await;
+    let gw = LoggedGateway::start("stdout", &[], &[], &fx.config(1)).await;
     let first = gw
         .get("/limited/a", &log_headers("rid-429-first", &[]))
         .await;
@@ -1569,7 +1387,7 @@ async fn access_log_line_of_a_429() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_line_of_a_503() {
     let fx = Fixture::new().await;
-    let gw = LogGw::start("stdout", &[], &fx.config(1)).await;
+    let gw = LoggedGateway::start("stdout", &[], &[], &fx.config(1)).await;
     let r = gw.get("/down/x", &log_headers("rid-503", &[])).await;
     r.assert_gateway_error(503, "service_unavailable");
     let l = gw.log_line("stdout.log", "rid-503").await;
@@ -1586,7 +1404,7 @@ async fn access_log_line_of_a_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_never_contains_credentials_cookies_or_query_strings() {
     let fx = Fixture::new().await;
-    let gw = LogGw::start("stdout", &[], &fx.config(100)).await;
+    let gw = LoggedGateway::start("stdout", &[], &[], &fx.config(100)).await;
     const AUTH: &str = "Bearer eyJhbGciOiJIUzI1NiJ9.AUTHSECRETpayload.sig";
     const BASIC: &str = "Basic YWxpY2U6QkFTSUNTRUNSRVQ=";
     const COOKIE: &str = "session=COOKIESECRET1; theme=dark";
@@ -1670,7 +1488,7 @@ async fn access_log_never_contains_credentials_cookies_or_query_strings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_off_writes_nothing() {
     let fx = Fixture::new().await;
-    let mut gw = LogGw::start("off", &[], &fx.config(1)).await;
+    let mut gw = LoggedGateway::start("off", &[], &[], &fx.config(1)).await;
     assert_eq!(gw.get("/ok/a", &[]).await.status, 200);
     assert_eq!(gw.get("/keyed/a", &[]).await.status, 401);
     assert_eq!(gw.get("/nowhere", &[]).await.status, 404);
@@ -1692,7 +1510,7 @@ async fn access_log_off_writes_nothing() {
         "tollgate.pid",
         "upgrade.sock",
     ];
-    let files: Vec<String> = std::fs::read_dir(gw.dir.path())
+    let files: Vec<String> = std::fs::read_dir(gw.dir())
         .expect("read dir")
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -1706,7 +1524,7 @@ async fn access_log_off_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_file_is_reopened_on_usr1_after_rotation() {
     let fx = Fixture::new().await;
-    let mut gw = LogGw::start("@DIR@/access.log", &[], &fx.config(1)).await;
+    let mut gw = LoggedGateway::start("@DIR@/access.log", &[], &[], &fx.config(1)).await;
     let rid = |id: &'static str| [("x-request-id", id)];
 
     assert_eq!(gw.get("/ok/1", &rid("file-1")).await.status, 200);
@@ -1722,7 +1540,7 @@ async fn access_log_file_is_reopened_on_usr1_after_rotation() {
     assert_eq!(gw.get("/ok/2", &rid("file-2")).await.status, 200);
     gw.log_line("access.log.1", "file-2").await;
 
-    send_usr1(gw.pid());
+    signal(gw.pid(), "USR1");
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(gw.exited().is_none(), "SIGUSR1 killed the gateway");
     assert_eq!(gw.get("/ok/3", &rid("file-3")).await.status, 200);
@@ -1751,8 +1569,8 @@ async fn access_log_file_is_reopened_on_usr1_after_rotation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usr1_before_the_first_request_does_not_kill_the_gateway() {
     let fx = Fixture::new().await;
-    let mut gw = LogGw::start("@DIR@/access.log", &[], &fx.config(1)).await;
-    send_usr1(gw.pid());
+    let mut gw = LoggedGateway::start("@DIR@/access.log", &[], &[], &fx.config(1)).await;
+    signal(gw.pid(), "USR1");
     tokio::time::sleep(Duration::from_millis(500)).await;
     if let Some(status) = gw.exited() {
         panic!("SIGUSR1 before any request terminated the gateway ({status})");
@@ -1772,7 +1590,7 @@ async fn usr1_before_the_first_request_does_not_kill_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incoming_request_id_round_trips_to_backend_response_and_log() {
     let fx = Fixture::new().await;
-    let gw = LogGw::start("stdout", &[], &fx.config(1)).await;
+    let gw = LoggedGateway::start("stdout", &[], &[], &fx.config(1)).await;
     for (i, rid) in [
         "client-rid_42.AbC:xyz",
         "0f8fad5b-d9cb-469f-a165-70867728950e",
@@ -1799,7 +1617,7 @@ async fn incoming_request_id_round_trips_to_backend_response_and_log() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_request_id_is_the_same_everywhere() {
     let fx = Fixture::new().await;
-    let gw = LogGw::start("stdout", &[], &fx.config(1)).await;
+    let gw = LoggedGateway::start("stdout", &[], &[], &fx.config(1)).await;
     let long = "x".repeat(200);
     let incoming: [Option<&str>; 4] = [None, None, Some("has a space"), Some(&long)];
     let mut seen = BTreeSet::new();
@@ -1836,7 +1654,7 @@ async fn generated_request_id_is_the_same_everywhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_bodies_carry_the_request_id() {
     let fx = Fixture::new().await;
-    let gw = LogGw::start("stdout", &[], &fx.config(1)).await;
+    let gw = LoggedGateway::start("stdout", &[], &[], &fx.config(1)).await;
     assert_eq!(gw.get("/limited/warm", &[]).await.status, 200);
     let cases = [
         ("/nowhere", 404, "not_found"),
@@ -1878,7 +1696,7 @@ async fn error_bodies_carry_the_request_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_traceparent_and_tracestate_reach_the_backend_unchanged() {
     let fx = Fixture::new().await;
-    let gw = LogGw::start("stdout", &[], &fx.config(1)).await;
+    let gw = LoggedGateway::start("stdout", &[], &[], &fx.config(1)).await;
     let cases = [
         (
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -1916,7 +1734,7 @@ async fn valid_traceparent_and_tracestate_reach_the_backend_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_or_invalid_traceparent_starts_a_new_trace() {
     let fx = Fixture::new().await;
-    let gw = LogGw::start("stdout", &[], &fx.config(1)).await;
+    let gw = LoggedGateway::start("stdout", &[], &[], &fx.config(1)).await;
     let incoming: [(Option<&str>, Option<&str>); 9] = [
         (None, None),
         (None, Some("rojo=00f067aa0ba902b7")),

@@ -92,17 +92,6 @@ fn processes_with_arg(arg: &str) -> BTreeSet<u32> {
     out
 }
 
-/// `kill -<sig> <pid>`; panics if `kill` cannot be run or reports failure.
-fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stdin(Stdio::null())
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run `kill -{sig} {pid}`: {e}"));
-    assert!(status.success(), "`kill -{sig} {pid}` failed: {status}");
-}
-
 /// Waits (polling, until `deadline`) for `pid` to be gone. True if it is.
 async fn wait_gone(pid: u32, deadline: Instant) -> bool {
     loop {
@@ -162,15 +151,7 @@ impl Fleet {
     /// `graceful_shutdown_timeout`.
     fn new(backend: &Backend, grace: &str, shutdown_timeout: &str) -> Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let mut admin_port = free_port();
-        for _ in 0..10 {
-            if admin_port != port {
-                break;
-            }
-            admin_port = free_port();
-        }
-        assert_ne!(port, admin_port, "could not find two distinct free ports");
+        let (port, admin_port) = free_port_pair();
         let cfg = dir.path().join("tollgate.yaml");
         let fleet = Fleet {
             cfg_arg: cfg.to_str().expect("utf-8 tempdir path").to_string(),
@@ -261,24 +242,11 @@ routes:
             .stderr(File::create(&err_path).expect("stderr file"))
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-        let deadline = Instant::now() + limit;
-        let mut timed_out = false;
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("try_wait") {
-                break Some(s);
-            }
-            if Instant::now() >= deadline {
-                timed_out = true;
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let status = wait_or_kill(&mut child, limit, Duration::from_millis(10));
         Run {
             label: label.to_string(),
             code: status.and_then(|s| s.code()),
-            timed_out,
+            timed_out: status.is_none(),
             stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
         }
     }
@@ -407,15 +375,8 @@ routes:
 
 impl Drop for Fleet {
     fn drop(&mut self) {
-        if let Some(mut child) = self.fg.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            let _ = child.kill();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
+        if let Some(child) = self.fg.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            kill_and_reap(child);
         }
         let mut pids: BTreeSet<u32> = self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
         pids.extend(read_pid(&self.pid_file));

@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,6 +31,10 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
+
+pub mod logged;
+#[allow(unused_imports)]
+pub use logged::{json_lines, LoggedGateway};
 
 /// Path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
@@ -688,6 +692,101 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local_addr").port()
 }
 
+/// Two distinct free ports on 127.0.0.1: `(public, admin)`.
+pub fn free_port_pair() -> (u16, u16) {
+    let port = free_port();
+    let mut admin_port = free_port();
+    for _ in 0..10 {
+        if admin_port != port {
+            break;
+        }
+        admin_port = free_port();
+    }
+    assert_ne!(port, admin_port, "could not find two distinct free ports");
+    (port, admin_port)
+}
+
+/// `kill -<sig> <pid>`; panics if `kill` cannot be run or reports failure.
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stdin(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run `kill -{sig} {pid}`: {e}"));
+    assert!(status.success(), "`kill -{sig} {pid}` failed: {status}");
+}
+
+/// SIGKILLs `child` and reaps it, waiting at most 5 s.
+pub fn kill_and_reap(mut child: Child) {
+    let _ = child.kill();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Waits for `child` to exit, polling every `poll`; kills and reaps it once `limit` has passed.
+/// Returns its exit status, or `None` if it had to be killed.
+pub fn wait_or_kill(child: &mut Child, limit: Duration, poll: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(poll);
+    }
+}
+
+/// Waits (≤ 20 s) for admin `/health` on `admin_port` = 200, then for `port` to accept
+/// connections. Panics if `child` exits or the deadline passes.
+pub async fn wait_until_ready(child: &mut Child, admin_port: u16, port: u16) {
+    let assert_alive = |child: &mut Child, when: &str| {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("tollgate exited early ({status}) {when}");
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let probe = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .expect("probe client");
+    let health = format!("http://127.0.0.1:{admin_port}/health");
+    loop {
+        assert_alive(child, "while waiting for admin /health");
+        if let Ok(r) = probe.get(&health).send().await {
+            if r.status().as_u16() == 200 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway admin {health} did not return 200 within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    loop {
+        assert_alive(child, "while waiting for the public port");
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway public port {port} not accepting within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A running `tollgate run -c <tempdir>/tollgate.yaml`.
 pub struct Gateway {
     child: Option<Child>,
@@ -709,15 +808,7 @@ impl Gateway {
     /// `trusted_proxies: ["127.0.0.0/8"]`).
     pub async fn start_with(server_extra: &[&str], body: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let mut admin_port = free_port();
-        for _ in 0..10 {
-            if admin_port != port {
-                break;
-            }
-            admin_port = free_port();
-        }
-        assert_ne!(port, admin_port, "could not find two distinct free ports");
+        let (port, admin_port) = free_port_pair();
         let d = dir.path().display();
         let mut yaml = format!(
             "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 1\n  pid_file: \"{d}/tollgate.pid\"\n  upgrade_sock: \"{d}/upgrade.sock\"\n  access_log: \"off\"\n"
@@ -757,49 +848,9 @@ impl Gateway {
         gw
     }
 
-    /// Waits (≤ 20 s) for admin `/health` = 200, then for the public port to accept connections.
-    /// Panics (printing the logs via Drop) if the process exits or the deadline passes.
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let probe = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(1))
-            .build()
-            .expect("probe client");
-        let health = self.admin_url("/health");
-        loop {
-            self.assert_alive("while waiting for admin /health");
-            if let Ok(r) = probe.get(&health).send().await {
-                if r.status().as_u16() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway admin {health} did not return 200 within 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        loop {
-            self.assert_alive("while waiting for the public port");
-            if TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway public port {} not accepting within 20 s",
-                self.port
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn assert_alive(&mut self, when: &str) {
-        if let Some(child) = self.child.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("tollgate exited early ({status}) {when}");
-            }
-        }
+        let child = self.child.as_mut().expect("child");
+        wait_until_ready(child, self.admin_port, self.port).await;
     }
 
     pub fn dir(&self) -> &Path {
@@ -853,15 +904,8 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
+        if let Some(child) = self.child.take() {
+            kill_and_reap(child);
         }
         if std::thread::panicking() || std::env::var_os("TOLLGATE_TEST_LOGS").is_some() {
             eprintln!("{}", self.logs());
@@ -911,25 +955,12 @@ pub fn run_bounded_env(
         .stderr(File::create(&err_path).expect("stderr file"))
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-    let deadline = Instant::now() + limit;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break Some(s);
-        }
-        if Instant::now() >= deadline {
-            timed_out = true;
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_or_kill(&mut child, limit, Duration::from_millis(20));
     Outcome {
+        timed_out: status.is_none(),
         code: status.and_then(|s| s.code()),
         stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
         stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
-        timed_out,
     }
 }
 
@@ -937,6 +968,11 @@ pub fn run_bounded_env(
 /// `tollgate check -c <file>`. Returns `(exit_code, stdout, stderr)`; exit code -1 = killed or
 /// signalled.
 pub fn check(yaml: &str) -> (i32, String, String) {
+    check_env(yaml, &[])
+}
+
+/// [`check`] with environment changes (see [`run_bounded_env`]).
+pub fn check_env(yaml: &str, env: &[(&str, Option<&str>)]) -> (i32, String, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("check.yaml");
     std::fs::write(
@@ -944,12 +980,38 @@ pub fn check(yaml: &str) -> (i32, String, String) {
         yaml.replace("@DIR@", &dir.path().display().to_string()),
     )
     .expect("write config");
-    let o = run_bounded(
+    let o = run_bounded_env(
         &["check", "-c", path.to_str().expect("utf-8 path")],
         dir.path(),
         Duration::from_secs(30),
+        env,
     );
     (o.code.unwrap_or(-1), o.stdout, o.stderr)
+}
+
+/// Runs [`check_env`] on `yaml` and asserts it exits 1 with a stderr line starting with `prefix`
+/// that contains every fragment. Returns stderr.
+#[track_caller]
+pub fn assert_check_rejects_with(
+    yaml: &str,
+    env: &[(&str, Option<&str>)],
+    prefix: &str,
+    fragments: &[&str],
+) -> String {
+    let (code, out, err) = check_env(yaml, env);
+    let found = err
+        .lines()
+        .any(|l| l.starts_with(prefix) && fragments.iter().all(|f| l.contains(f)));
+    assert!(
+        found,
+        "expected a stderr line starting with {prefix:?} containing {fragments:?}\n\
+         exit={code}\n--- stderr ---\n{err}\n--- stdout ---\n{out}\n--- config ---\n{yaml}"
+    );
+    assert_eq!(
+        code, 1,
+        "check must exit 1 on a broken config\n--- stderr ---\n{err}\n--- config ---\n{yaml}"
+    );
+    err
 }
 
 /// `tollgate check -c <file>` on an existing file.
