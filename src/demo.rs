@@ -129,7 +129,6 @@ Try (watch "instance" alternate: round robin over health-checked pools):
   curl -s http://{listen}/orders/7
   curl -s http://{listen}/orders/7
   curl -si -X DELETE http://{listen}/orders/7          # 405 + Allow
-  curl -s http://{listen}/payments/42                   # strip_prefix: backend sees /42
   curl -s http://{listen}/users/me                      # rewrite_prefix: backend sees /v1/users/me
   curl -s http://127.0.0.1:4101/orders/7               # a backend directly: internal_cost, supplier_id...
   curl -s http://{listen}/orders/7                      # ...stripped by the gateway (response_json)
@@ -146,12 +145,12 @@ writes to /orders need role "orders-writer" or the partner API key):
   GOOD={good}
   WEAK={weak}
   curl -si http://{listen}/payments/1 | head -1                                   # 401 + WWW-Authenticate
-  curl -s -H "Authorization: Bearer $GOOD" http://{listen}/payments/1             # 200, backend sees user_id alice
-  curl -si -H "Authorization: Bearer $WEAK" http://{listen}/payments/1 | head -1   # 403: missing role
+  curl -s -H "Authorization: Bearer $GOOD" http://{listen}/payments/42            # 200: user_id alice, path /42 (strip_prefix)
+  curl -si -H "Authorization: Bearer $WEAK" http://{listen}/payments/42 | head -1  # 403: missing role
   curl -si -X POST http://{listen}/orders -d '{{}}' | head -1                       # 401: writes need credentials
   curl -s -X POST -H 'X-API-Key: {key}' http://{listen}/orders -d '{{}}'            # 200 as consumer acme
   curl -s http://{admin}/ready
-  curl -s http://{admin}/metrics | grep tollgate_
+  curl -s http://{admin}/metrics | grep -E '^tollgate_(http_requests_total|rate_limited|auth_failures)'
 Ctrl-C stops everything.
 "#
     )
