@@ -88,11 +88,17 @@ fn check_server(config: &Config, out: &mut Vec<Problem>) {
             format!("must be stdout, off or an absolute file path, not {log:?}"),
         ));
     }
-    if server.pid_file.is_empty() {
-        out.push(Problem::new("server.pid_file", "must not be empty"));
-    }
-    if server.upgrade_sock.is_empty() {
-        out.push(Problem::new("server.upgrade_sock", "must not be empty"));
+    // `run -d` changes directory to `/` when it daemonises: relative paths would move.
+    for (field, path) in [
+        ("pid_file", &server.pid_file),
+        ("upgrade_sock", &server.upgrade_sock),
+    ] {
+        if !path.starts_with('/') {
+            out.push(Problem::new(
+                format!("server.{field}"),
+                format!("must be an absolute path, not {path:?}"),
+            ));
+        }
     }
 }
 
@@ -466,6 +472,17 @@ mod tests {
             p.iter()
                 .any(|p| p.starts_with("server.trusted_proxies[0]: invalid CIDR")),
             "{p:?}"
+        );
+    }
+
+    #[test]
+    fn daemon_paths_must_be_absolute() {
+        let yaml = format!(
+            "server:\n  pid_file: run/t.pid\n  upgrade_sock: /run/t.sock\n{BASE}routes:\n  - {{name: a, upstream: orders}}\n"
+        );
+        assert_eq!(
+            problems(&yaml),
+            vec![r#"server.pid_file: must be an absolute path, not "run/t.pid""#]
         );
     }
 
