@@ -490,3 +490,65 @@ async fn admin_health_and_admin_paths_not_on_public_port() {
     }
     assert_eq!(a.hits(), 0);
 }
+
+/// Passive health (issue 10): with active checks effectively off, a backend that fails
+/// `consecutive_failures` requests in a row leaves the rotation; nothing else fails after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_health_ejects_a_failing_backend() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let gw = Gateway::start(&pool_config(
+        &[&a, &b],
+        &[
+            "health_check: {type: tcp, interval: 1h, timeout: 1s}",
+            "retries: 0",
+            "passive_health: {consecutive_failures: 2, base_ejection: 30s, max_ejection: 1m}",
+        ],
+    ))
+    .await;
+    assert_all_ok(&get_n(&gw, 4).await, "both alive");
+    b.kill().await;
+    let first = get_n(&gw, 10).await;
+    let failed: Vec<u16> = first
+        .iter()
+        .map(|r| r.status)
+        .filter(|s| *s != 200)
+        .collect();
+    assert_eq!(
+        failed,
+        vec![502, 502],
+        "exactly the two consecutive failures that eject b: {first:?}"
+    );
+    let a_before = a.hits();
+    assert_all_ok(&get_n(&gw, 20).await, "b ejected");
+    assert_eq!(a.hits() - a_before, 20);
+}
+
+/// Ejection never empties a pool (panic threshold): with its only backend ejected, requests are
+/// still attempted (502 from the failed connect), not refused as "no healthy backend" (503).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_health_never_ejects_the_last_backend() {
+    let a = Backend::start("a").await;
+    let gw = Gateway::start(&pool_config(
+        &[&a],
+        &[
+            "health_check: {type: tcp, interval: 1h, timeout: 1s}",
+            "retries: 0",
+            "passive_health: {consecutive_failures: 1, base_ejection: 1m}",
+        ],
+    ))
+    .await;
+    a.kill().await;
+    let fresh = client_no_keepalive();
+    for i in 0..3 {
+        let r = send(&fresh, "GET", &gw.url("/x"), &[]).await;
+        r.assert_gateway_error(502, "bad_gateway");
+        assert_ne!(r.status, 503, "request {i}");
+    }
+    a.revive().await;
+    let r = send(&fresh, "GET", &gw.url("/x"), &[]).await;
+    assert_eq!(
+        r.status, 200,
+        "the only backend is used again as soon as it answers: {r}"
+    );
+}

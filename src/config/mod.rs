@@ -123,6 +123,30 @@ pub struct UpstreamConfig {
     pub retries: usize,
     #[serde(default)]
     pub preserve_host: bool,
+    #[serde(default)]
+    pub passive_health: Option<PassiveHealthConfig>,
+}
+
+/// Outlier ejection on consecutive request failures (see `upstream::outlier`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PassiveHealthConfig {
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    #[serde(default = "default_base_ejection")]
+    pub base_ejection: HumanDuration,
+    #[serde(default = "default_max_ejection")]
+    pub max_ejection: HumanDuration,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_base_ejection() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_max_ejection() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
 }
 
 fn default_connect_timeout() -> HumanDuration {

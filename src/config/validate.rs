@@ -127,6 +127,26 @@ fn check_upstream(name: &str, upstream: &UpstreamConfig, out: &mut Vec<Problem>)
     if upstream.read_timeout.0.is_zero() {
         out.push(Problem::new(format!("{at}.read_timeout"), "must be > 0"));
     }
+    if let Some(ph) = &upstream.passive_health {
+        if ph.consecutive_failures == 0 {
+            out.push(Problem::new(
+                format!("{at}.passive_health.consecutive_failures"),
+                "must be at least 1",
+            ));
+        }
+        if ph.base_ejection.0.is_zero() {
+            out.push(Problem::new(
+                format!("{at}.passive_health.base_ejection"),
+                "must be > 0",
+            ));
+        }
+        if ph.max_ejection.0 < ph.base_ejection.0 {
+            out.push(Problem::new(
+                format!("{at}.passive_health.max_ejection"),
+                "must be at least base_ejection",
+            ));
+        }
+    }
     if let Some(hc) = &upstream.health_check {
         if !hc.path.starts_with('/') {
             out.push(Problem::new(

@@ -83,6 +83,8 @@ pub struct Ctx {
     peer_trusted: bool,
     identity: Option<Arc<Identity>>,
     trace: Option<crate::trace_context::TraceContext>,
+    /// The current attempt's outcome was reported to passive health.
+    outcome_recorded: bool,
     /// Set when this response's JSON body is being stripped.
     sanitizer: Option<Sanitizer>,
     /// The rate-limit decision reported in `X-RateLimit-*` (the tightest limit).
@@ -271,6 +273,7 @@ impl ProxyHttp for Gateway {
             identity: None,
             rate: None,
             sanitizer: None,
+            outcome_recorded: false,
             trace: None,
             upstream_path: None,
             tried: Vec::new(),
@@ -473,6 +476,9 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         // A connect failure never reached the backend's application: always safe to retry on
         // another backend, up to the upstream's `retries`.
+        if let (Some(route), Some(addr)) = (self.route(ctx), ctx.backend) {
+            route.pool.record_outcome(&addr, true);
+        }
         let retries = self.route(ctx).map_or(0, |r| r.pool.retries);
         e.set_retry(ctx.tried.len() <= retries);
         e
@@ -537,6 +543,12 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         if let Some(t) = ctx.upstream_start {
             ctx.upstream_latency = Some(t.elapsed().as_secs_f64());
+        }
+        if let (Some(route), Some(addr)) = (self.route(ctx), ctx.backend) {
+            route
+                .pool
+                .record_outcome(&addr, resp.status.is_server_error());
+            ctx.outcome_recorded = true;
         }
         let Some(policy) = self.route(ctx).and_then(|r| r.response_json.as_ref()) else {
             return Ok(());
@@ -700,6 +712,23 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // A reset or timeout after connecting counts against the backend (connect failures
+        // were counted as they happened).
+        if let (Some(err), Some(route), Some(addr)) = (e, self.route(ctx), ctx.backend) {
+            let connect_failure = matches!(
+                err.etype(),
+                ErrorType::ConnectTimedout
+                    | ErrorType::ConnectRefused
+                    | ErrorType::ConnectNoRoute
+                    | ErrorType::ConnectError
+            );
+            if !ctx.outcome_recorded
+                && !connect_failure
+                && *err.esource() == pingora::ErrorSource::Upstream
+            {
+                route.pool.record_outcome(&addr, true);
+            }
+        }
         if ctx.in_flight {
             METRICS.in_flight.dec();
         }

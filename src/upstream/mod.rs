@@ -2,6 +2,7 @@
 //! health checks that run before traffic is accepted.
 
 pub mod health;
+pub mod outlier;
 pub mod pool;
 
 pub use health::HealthService;

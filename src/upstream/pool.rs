@@ -26,6 +26,8 @@ pub struct Pool {
     /// False until the first round of health checks finished: the gateway does not accept
     /// traffic before that, so a backend dead at start never sees a request.
     pub warmed_up: Arc<AtomicBool>,
+    /// Passive health, when configured.
+    pub outlier: Option<super::outlier::Outlier>,
 }
 
 /// How many backends a pool has and how many are in rotation.
@@ -54,6 +56,10 @@ impl Pool {
             lb.set_health_check(health::build_check(name, hc, warmed_up.clone()));
             lb.health_check_frequency = Some(hc.interval.0);
         }
+        let outlier = cfg
+            .passive_health
+            .as_ref()
+            .map(|p| super::outlier::Outlier::new(p, &addrs));
         Ok(Pool {
             name: name.to_string(),
             lb,
@@ -63,18 +69,47 @@ impl Pool {
             retries: cfg.retries,
             preserve_host: cfg.preserve_host,
             health_check: cfg.health_check.clone(),
+            outlier,
             warmed_up,
         })
     }
 
     /// Next healthy backend in round-robin order that `skip` does not exclude.
+    /// Passive health ejections are honoured unless they would leave nothing to pick.
     pub fn select(&self, skip: &[SocketAddr]) -> Option<Backend> {
-        self.lb.select_with(b"", 256, |b, healthy| {
+        let candidate = |b: &Backend, healthy: bool| {
             healthy
                 && !skip
                     .iter()
                     .any(|s| *s == b.addr.as_inet().copied().unwrap_or(*s))
-        })
+        };
+        if let Some(outlier) = &self.outlier {
+            let now = outlier.now_ms();
+            let picked = self.lb.select_with(b"", 256, |b, healthy| {
+                candidate(b, healthy)
+                    && !b.addr.as_inet().is_some_and(|a| outlier.is_ejected(a, now))
+            });
+            if picked.is_some() {
+                return picked;
+            }
+        }
+        self.lb.select_with(b"", 256, candidate)
+    }
+
+    /// Feed passive health with the outcome of one attempt on `addr`.
+    pub fn record_outcome(&self, addr: &SocketAddr, failed: bool) {
+        let Some(outlier) = &self.outlier else {
+            return;
+        };
+        if !failed {
+            outlier.record_success(addr);
+        } else if let Some(d) = outlier.record_failure(addr, outlier.now_ms()) {
+            tracing::warn!(
+                "backend {addr} of upstream {}: ejected for {}s after consecutive failures",
+                self.name,
+                d.as_secs()
+            );
+        }
     }
 
     pub fn health(&self) -> PoolHealth {

@@ -1,0 +1,119 @@
+//! Passive health (outlier ejection): a backend that fails `consecutive_failures` requests in a
+//! row (connect failures, resets, timeouts, 5xx) leaves rotation for a back-off that doubles
+//! with each ejection up to `max_ejection`, independently of the active health check. Selection
+//! ignores ejections when they would leave nothing to pick (Envoy's panic threshold): a pool is
+//! never emptied by passive health alone.
+
+use crate::config::PassiveHealthConfig;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct BackendState {
+    consecutive: AtomicU32,
+    ejections: AtomicU32,
+    /// Milliseconds since `start` until which the backend is out of rotation.
+    ejected_until: AtomicU64,
+}
+
+pub struct Outlier {
+    consecutive_failures: u32,
+    base: Duration,
+    max: Duration,
+    start: Instant,
+    backends: HashMap<SocketAddr, BackendState>,
+}
+
+impl Outlier {
+    pub fn new(cfg: &PassiveHealthConfig, backends: &[SocketAddr]) -> Outlier {
+        Outlier {
+            consecutive_failures: cfg.consecutive_failures.max(1),
+            base: cfg.base_ejection.0,
+            max: cfg.max_ejection.0.max(cfg.base_ejection.0),
+            start: Instant::now(),
+            backends: backends
+                .iter()
+                .map(|a| (*a, BackendState::default()))
+                .collect(),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    pub fn is_ejected(&self, addr: &SocketAddr, now_ms: u64) -> bool {
+        self.backends
+            .get(addr)
+            .is_some_and(|b| now_ms < b.ejected_until.load(Ordering::Relaxed))
+    }
+
+    pub fn record_success(&self, addr: &SocketAddr) {
+        if let Some(b) = self.backends.get(addr) {
+            b.consecutive.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Count a failure; returns the ejection time when this failure ejects the backend.
+    pub fn record_failure(&self, addr: &SocketAddr, now_ms: u64) -> Option<Duration> {
+        let b = self.backends.get(addr)?;
+        let n = b.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < self.consecutive_failures || now_ms < b.ejected_until.load(Ordering::Relaxed) {
+            return None;
+        }
+        b.consecutive.store(0, Ordering::Relaxed);
+        let k = b.ejections.fetch_add(1, Ordering::Relaxed).min(16);
+        let duration = self.base.saturating_mul(1u32 << k).min(self.max);
+        b.ejected_until
+            .store(now_ms + duration.as_millis() as u64, Ordering::Relaxed);
+        Some(duration)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outlier() -> (Outlier, SocketAddr) {
+        let cfg: PassiveHealthConfig = serde_yaml::from_str(
+            "{consecutive_failures: 3, base_ejection: 10s, max_ejection: 30s}",
+        )
+        .unwrap();
+        let a: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        (Outlier::new(&cfg, &[a]), a)
+    }
+
+    #[test]
+    fn consecutive_failures_eject_with_exponential_capped_backoff() {
+        let (o, a) = outlier();
+        assert_eq!(o.record_failure(&a, 0), None);
+        o.record_success(&a);
+        assert_eq!(o.record_failure(&a, 0), None);
+        assert_eq!(o.record_failure(&a, 0), None);
+        assert_eq!(o.record_failure(&a, 0), Some(Duration::from_secs(10)));
+        assert!(o.is_ejected(&a, 9_999));
+        assert!(!o.is_ejected(&a, 10_000));
+        for _ in 0..2 {
+            o.record_failure(&a, 10_000);
+        }
+        assert_eq!(o.record_failure(&a, 10_000), Some(Duration::from_secs(20)));
+        for _ in 0..2 {
+            o.record_failure(&a, 40_000);
+        }
+        assert_eq!(
+            o.record_failure(&a, 40_000),
+            Some(Duration::from_secs(30)),
+            "capped"
+        );
+    }
+
+    #[test]
+    fn unknown_backends_are_ignored() {
+        let (o, _) = outlier();
+        let other: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        assert_eq!(o.record_failure(&other, 0), None);
+        assert!(!o.is_ejected(&other, 0));
+    }
+}
