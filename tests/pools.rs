@@ -552,3 +552,57 @@ async fn passive_health_never_ejects_the_last_backend() {
         "the only backend is used again as soon as it answers: {r}"
     );
 }
+
+/// Circuit breaker (issue 10): enough failures open the circuit — fast 503 with Retry-After and
+/// no upstream attempt — then after `open_for` one probe closes it again when the backend is
+/// back. The state is exported as `tollgate_circuit_state{upstream}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_opens_then_recovers() {
+    let a = Backend::start("a").await;
+    let gw = Gateway::start(&pool_config(
+        &[&a],
+        &[
+            "health_check: {type: tcp, interval: 1h, timeout: 1s}",
+            "retries: 0",
+            "circuit_breaker: {error_ratio: 0.5, min_requests: 4, window: 30s, open_for: 2s}",
+        ],
+    ))
+    .await;
+    let fresh = client_no_keepalive();
+    let metric = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("tollgate_circuit_state{upstream=\"pool\"}"))
+            .map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+    };
+    a.kill().await;
+    for i in 0..4 {
+        let r = send(&fresh, "GET", &gw.url("/x"), &[]).await;
+        r.assert_gateway_error(502, "bad_gateway");
+        assert_eq!(r.status, 502, "failure {i} reaches the (dead) backend");
+    }
+    a.revive().await;
+    let hits = a.hits();
+    let r = send(&fresh, "GET", &gw.url("/x"), &[]).await;
+    r.assert_gateway_error(503, "service_unavailable");
+    let retry: u64 = r
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After on an open circuit");
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert_eq!(a.hits(), hits, "an open circuit makes no upstream attempt");
+    let m = send(&fresh, "GET", &gw.admin_url("/metrics"), &[])
+        .await
+        .text();
+    assert_eq!(metric(&m).as_deref(), Some("1"), "open");
+
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let r = send(&fresh, "GET", &gw.url("/x"), &[]).await;
+    assert_eq!(r.status, 200, "the half-open probe succeeds: {r}");
+    for _ in 0..5 {
+        assert_eq!(send(&fresh, "GET", &gw.url("/x"), &[]).await.status, 200);
+    }
+    let m = send(&fresh, "GET", &gw.admin_url("/metrics"), &[])
+        .await
+        .text();
+    assert_eq!(metric(&m).as_deref(), Some("0"), "closed again");
+}

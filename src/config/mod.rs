@@ -125,6 +125,31 @@ pub struct UpstreamConfig {
     pub preserve_host: bool,
     #[serde(default)]
     pub passive_health: Option<PassiveHealthConfig>,
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+}
+
+/// Per-upstream circuit breaker (see `upstream::circuit`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    pub error_ratio: f64,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    #[serde(default = "default_cb_window")]
+    pub window: HumanDuration,
+    #[serde(default = "default_open_for")]
+    pub open_for: HumanDuration,
+}
+
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_cb_window() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_open_for() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
 }
 
 /// Outlier ejection on consecutive request failures (see `upstream::outlier`).

@@ -127,6 +127,32 @@ fn check_upstream(name: &str, upstream: &UpstreamConfig, out: &mut Vec<Problem>)
     if upstream.read_timeout.0.is_zero() {
         out.push(Problem::new(format!("{at}.read_timeout"), "must be > 0"));
     }
+    if let Some(cb) = &upstream.circuit_breaker {
+        if !(cb.error_ratio > 0.0 && cb.error_ratio <= 1.0) {
+            out.push(Problem::new(
+                format!("{at}.circuit_breaker.error_ratio"),
+                "must be in (0, 1]",
+            ));
+        }
+        if cb.min_requests == 0 {
+            out.push(Problem::new(
+                format!("{at}.circuit_breaker.min_requests"),
+                "must be at least 1",
+            ));
+        }
+        if cb.window.0.is_zero() {
+            out.push(Problem::new(
+                format!("{at}.circuit_breaker.window"),
+                "must be > 0",
+            ));
+        }
+        if cb.open_for.0.is_zero() {
+            out.push(Problem::new(
+                format!("{at}.circuit_breaker.open_for"),
+                "must be > 0",
+            ));
+        }
+    }
     if let Some(ph) = &upstream.passive_health {
         if ph.consecutive_failures == 0 {
             out.push(Problem::new(

@@ -24,6 +24,7 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub sanitize_failures: IntCounterVec,
     pub access_log_dropped: prometheus::IntCounter,
+    pub circuit_state: IntGaugeVec,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -92,6 +93,14 @@ fn build() -> prometheus::Result<Metrics> {
         "Access log lines dropped because the writer fell behind",
     )?;
     registry.register(Box::new(access_log_dropped.clone()))?;
+    let circuit_state = IntGaugeVec::new(
+        Opts::new(
+            "tollgate_circuit_state",
+            "Circuit breaker state per upstream: 0 closed, 1 open, 2 half-open",
+        ),
+        &["upstream"],
+    )?;
+    registry.register(Box::new(circuit_state.clone()))?;
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -117,6 +126,7 @@ fn build() -> prometheus::Result<Metrics> {
         rate_limited,
         sanitize_failures,
         access_log_dropped,
+        circuit_state,
     })
 }
 

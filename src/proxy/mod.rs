@@ -83,6 +83,8 @@ pub struct Ctx {
     peer_trusted: bool,
     identity: Option<Arc<Identity>>,
     trace: Option<crate::trace_context::TraceContext>,
+    /// Seconds a refused client should wait (open circuit), for `Retry-After`.
+    retry_after: Option<u64>,
     /// The current attempt's outcome was reported to passive health.
     outcome_recorded: bool,
     /// Set when this response's JSON body is being stripped.
@@ -274,6 +276,7 @@ impl ProxyHttp for Gateway {
             rate: None,
             sanitizer: None,
             outcome_recorded: false,
+            retry_after: None,
             trace: None,
             upstream_path: None,
             tried: Vec::new(),
@@ -449,6 +452,14 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
         let pool = &route.pool;
+        if let (Some(breaker), true) = (&pool.breaker, ctx.tried.is_empty()) {
+            if let crate::upstream::circuit::Admission::Refused { retry_after_secs } =
+                breaker.admit(Instant::now())
+            {
+                ctx.retry_after = Some(retry_after_secs);
+                return Error::e_explain(ErrorType::HTTPStatus(503), "circuit open");
+            }
+        }
         let Some(backend) = pool.select(&ctx.tried) else {
             // First attempt: nothing healthy at all. Later attempts: every healthy backend
             // already failed to connect for this request.
@@ -683,8 +694,9 @@ impl ProxyHttp for Gateway {
                 let rate = rate_headers(ctx);
                 let mut headers: Vec<(&'static str, &str)> =
                     rate.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let retry_after = ctx.retry_after.unwrap_or(1).to_string();
                 if kind == GatewayError::ServiceUnavailable {
-                    headers.push(("Retry-After", "1"));
+                    headers.push(("Retry-After", &retry_after));
                 }
                 if let Err(err) = respond::error(
                     session,

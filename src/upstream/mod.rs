@@ -1,6 +1,7 @@
 //! Upstream pools: one Pingora round-robin load balancer per configured upstream, with active
 //! health checks that run before traffic is accepted.
 
+pub mod circuit;
 pub mod health;
 pub mod outlier;
 pub mod pool;

@@ -28,6 +28,7 @@ pub struct Pool {
     pub warmed_up: Arc<AtomicBool>,
     /// Passive health, when configured.
     pub outlier: Option<super::outlier::Outlier>,
+    pub breaker: Option<super::circuit::CircuitBreaker>,
 }
 
 /// How many backends a pool has and how many are in rotation.
@@ -70,6 +71,10 @@ impl Pool {
             preserve_host: cfg.preserve_host,
             health_check: cfg.health_check.clone(),
             outlier,
+            breaker: cfg
+                .circuit_breaker
+                .as_ref()
+                .map(|c| super::circuit::CircuitBreaker::new(name, c)),
             warmed_up,
         })
     }
@@ -98,6 +103,9 @@ impl Pool {
 
     /// Feed passive health with the outcome of one attempt on `addr`.
     pub fn record_outcome(&self, addr: &SocketAddr, failed: bool) {
+        if let Some(breaker) = &self.breaker {
+            breaker.record(failed, std::time::Instant::now());
+        }
         let Some(outlier) = &self.outlier else {
             return;
         };
