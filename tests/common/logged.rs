@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{client, free_port_pair, send, wait_until_ready, Resp, BIN};
+use super::{client, free_port_pair, gateway_yaml, send, wait_until_ready, Resp, BIN};
 
 /// `tollgate run` with a chosen `access_log` (`@DIR@` is replaced by the gateway's tempdir,
 /// which is also its working directory), env vars for the child only (`RUST_LOG` is removed
@@ -36,16 +36,14 @@ impl LoggedGateway {
         let (port, admin_port) = free_port_pair();
         let d = dir.path().display().to_string();
         let access_log = access_log.replace("@DIR@", &d);
-        let mut yaml = format!(
-            "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 1\n  pid_file: \"{d}/tollgate.pid\"\n  upgrade_sock: \"{d}/upgrade.sock\"\n  access_log: \"{access_log}\"\n"
+        let yaml = gateway_yaml(
+            dir.path(),
+            port,
+            admin_port,
+            &access_log,
+            server_extra,
+            body,
         );
-        for line in server_extra {
-            yaml.push_str("  ");
-            yaml.push_str(line);
-            yaml.push('\n');
-        }
-        yaml.push('\n');
-        yaml.push_str(body);
         let config: PathBuf = dir.path().join("tollgate.yaml");
         std::fs::write(&config, yaml).expect("write config");
         let mut cmd = Command::new(BIN);

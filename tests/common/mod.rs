@@ -693,6 +693,30 @@ pub fn free_port() -> u16 {
 }
 
 /// Two distinct free ports on 127.0.0.1: `(public, admin)`.
+/// A full config: a `server` section on the given loopback ports, with pid file and upgrade
+/// socket inside `dir`, plus `server_extra` keys (one per entry), then `body`.
+pub fn gateway_yaml(
+    dir: &Path,
+    port: u16,
+    admin_port: u16,
+    access_log: &str,
+    server_extra: &[&str],
+    body: &str,
+) -> String {
+    let d = dir.display();
+    let mut yaml = format!(
+        "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 1\n  pid_file: \"{d}/tollgate.pid\"\n  upgrade_sock: \"{d}/upgrade.sock\"\n  access_log: \"{access_log}\"\n"
+    );
+    for line in server_extra {
+        yaml.push_str("  ");
+        yaml.push_str(line);
+        yaml.push('\n');
+    }
+    yaml.push('\n');
+    yaml.push_str(body);
+    yaml
+}
+
 pub fn free_port_pair() -> (u16, u16) {
     let port = free_port();
     let mut admin_port = free_port();
@@ -809,17 +833,7 @@ impl Gateway {
     pub async fn start_with(server_extra: &[&str], body: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let (port, admin_port) = free_port_pair();
-        let d = dir.path().display();
-        let mut yaml = format!(
-            "server:\n  listen: [\"127.0.0.1:{port}\"]\n  admin_listen: \"127.0.0.1:{admin_port}\"\n  threads: 1\n  pid_file: \"{d}/tollgate.pid\"\n  upgrade_sock: \"{d}/upgrade.sock\"\n  access_log: \"off\"\n"
-        );
-        for line in server_extra {
-            yaml.push_str("  ");
-            yaml.push_str(line);
-            yaml.push('\n');
-        }
-        yaml.push('\n');
-        yaml.push_str(body);
+        let yaml = gateway_yaml(dir.path(), port, admin_port, "off", server_extra, body);
         let config_path = dir.path().join("tollgate.yaml");
         std::fs::write(&config_path, &yaml).expect("write config");
 
