@@ -60,9 +60,7 @@ impl Admin {
 
     fn refresh_backend_gauges(&self) {
         for pool in self.pools.iter() {
-            for (backend, healthy) in pool.backend_health() {
-                metrics::set_backend_health(&pool.name, &backend, healthy);
-            }
+            pool.publish_health_gauges();
         }
     }
 }

@@ -3,16 +3,31 @@
 use crate::error_response::GatewayError;
 use pingora::{Error, ErrorSource, ErrorType};
 
+/// Failures to establish the upstream connection (before any byte of the request was sent).
+pub fn is_connect_failure(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout
+            | ConnectRefused
+            | ConnectNoRoute
+            | ConnectError
+            | ConnectProxyFailure
+            | TLSHandshakeFailure
+            | TLSHandshakeTimedout
+            | HandshakeError
+            | InvalidCert
+    )
+}
+
 /// `None` means the client is gone or broke the exchange itself: there is no one to answer.
 pub fn classify(e: &Error) -> Option<GatewayError> {
     use ErrorType::*;
-    match e.etype() {
-        HTTPStatus(code) => return Some(GatewayError::from_status(*code)),
-        ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
-        | TLSHandshakeFailure | TLSHandshakeTimedout | HandshakeError | InvalidCert => {
-            return Some(GatewayError::BadGateway)
-        }
-        _ => {}
+    if let HTTPStatus(code) = e.etype() {
+        return Some(GatewayError::from_status(*code));
+    }
+    if is_connect_failure(e) {
+        return Some(GatewayError::BadGateway);
     }
     match e.esource() {
         ErrorSource::Upstream => match e.etype() {

@@ -727,13 +727,7 @@ impl ProxyHttp for Gateway {
         // A reset or timeout after connecting counts against the backend (connect failures
         // were counted as they happened).
         if let (Some(err), Some(route), Some(addr)) = (e, self.route(ctx), ctx.backend) {
-            let connect_failure = matches!(
-                err.etype(),
-                ErrorType::ConnectTimedout
-                    | ErrorType::ConnectRefused
-                    | ErrorType::ConnectNoRoute
-                    | ErrorType::ConnectError
-            );
+            let connect_failure = error_map::is_connect_failure(err);
             if !ctx.outcome_recorded
                 && !connect_failure
                 && *err.esource() == pingora::ErrorSource::Upstream

@@ -135,8 +135,7 @@ impl BackgroundService for HealthService {
         }
         while first.join_next().await.is_some() {}
         for pool in &self.pools {
-            for (backend, healthy) in pool.backend_health() {
-                crate::observability::metrics::set_backend_health(&pool.name, &backend, healthy);
+            for (backend, healthy) in pool.publish_health_gauges() {
                 if !healthy {
                     tracing::warn!(
                         "backend {backend} of upstream {} is unhealthy at start",

@@ -129,6 +129,16 @@ impl Pool {
         }
     }
 
+    /// Export per-backend readiness to `tollgate_upstream_backend_healthy`; returns what was
+    /// published.
+    pub fn publish_health_gauges(&self) -> Vec<(String, bool)> {
+        let health = self.backend_health();
+        for (backend, healthy) in &health {
+            crate::observability::metrics::set_backend_health(&self.name, backend, *healthy);
+        }
+        health
+    }
+
     /// Per-backend readiness, for metrics and `/ready`.
     pub fn backend_health(&self) -> Vec<(String, bool)> {
         let set = self.lb.backends().get_backend();
