@@ -7,6 +7,7 @@ pub mod demo;
 pub mod error_response;
 pub mod forwarded;
 pub mod header_ops;
+pub mod listener;
 pub mod observability;
 pub mod proxy;
 pub mod rate_limit;

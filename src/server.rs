@@ -3,6 +3,8 @@
 
 use crate::admin::Admin;
 use crate::config::Config;
+use crate::listener::probe::ListenerProbe;
+use crate::listener::{ConnectionLimits, GuardedApp};
 use crate::proxy::Gateway;
 use crate::upstream::{HealthService, Pools};
 use pingora::server::configuration::{Opt, ServerConf};
@@ -33,6 +35,15 @@ pub fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
         // With `-d`, the parent waits until the daemon is serving, so a supervisor (systemd's
         // Type=forking) sees success only when the new process is really up.
         daemon_wait_for_ready: flags.daemon,
+        // Pingora's own bound on attempts per request must not cut `retries` short (the +1
+        // leaves room for its retry of a pooled connection the backend had closed).
+        max_retries: config
+            .upstreams
+            .values()
+            .map(|u| u.retries + 2)
+            .max()
+            .unwrap_or(0)
+            .max(ServerConf::default().max_retries),
         ..ServerConf::default()
     }
 }
@@ -80,11 +91,15 @@ pub fn build(
     let bootstrap = server.bootstrap_as_a_service();
     bootstrap.add_dependency(&health_handle);
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "tollgate proxy",
+    let limits = ConnectionLimits {
+        max_connections: config.server.max_connections,
+        header_read_timeout: config.server.header_read_timeout.0,
+    };
+    let app = GuardedApp::new(
+        pingora::proxy::http_proxy(&server.configuration, gateway),
+        limits,
     );
+    let mut proxy = Service::new("tollgate proxy".to_string(), app);
     for addr in &config.server.listen {
         proxy.add_tcp(addr);
     }
@@ -94,10 +109,17 @@ pub fn build(
     proxy_handle.add_dependency(&health_handle);
     proxy_handle.add_dependency(&bootstrap);
 
+    // `/ready` must not say ready before the public port accepts (see `listener::probe`).
+    let probe = server.add_service(background_service(
+        "listener probe",
+        ListenerProbe::new(&config.server.listen),
+    ));
+    probe.add_dependency(&proxy_handle);
+
     let mut admin = Service::new("tollgate admin".to_string(), Admin::new(pools.clone()));
     admin.threads = Some(1);
     admin.add_tcp(&config.server.admin_listen);
-    server.add_service(admin).add_dependency(&bootstrap);
+    server.add_service(admin).add_dependency(&probe);
 
     Ok(server)
 }

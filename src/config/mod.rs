@@ -58,6 +58,21 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<String>,
     #[serde(default = "default_max_request_body")]
     pub max_request_body: ByteSize,
+    /// Request line plus headers; larger heads get 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: ByteSize,
+    /// Header fields per request; more get 431.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// The whole request head must arrive within this (slowloris); else 408 and close.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// A keep-alive connection idle longer than this between requests is closed.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Concurrent client connections over all public listeners; more get 503 and close.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     #[serde(default = "default_access_log")]
     pub access_log: String,
     /// Operational log level (`error`..`trace`, or a tracing filter); `RUST_LOG` overrides.
@@ -77,6 +92,11 @@ impl Default for ServerConfig {
             graceful_shutdown_timeout: None,
             trusted_proxies: Vec::new(),
             max_request_body: default_max_request_body(),
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
             access_log: default_access_log(),
             log_level: default_log_level(),
         }
@@ -101,6 +121,21 @@ fn default_upgrade_sock() -> String {
 fn default_max_request_body() -> ByteSize {
     ByteSize(10 * 1024 * 1024)
 }
+fn default_max_header_bytes() -> ByteSize {
+    ByteSize(64 * 1024)
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_header_read_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_max_connections() -> usize {
+    10_000
+}
 fn default_log_level() -> String {
     "info".to_string()
 }
@@ -121,12 +156,75 @@ pub struct UpstreamConfig {
     pub read_timeout: HumanDuration,
     #[serde(default = "default_retries")]
     pub retries: usize,
+    /// Retrying after the request was sent: off unless listed (idempotent methods only).
+    #[serde(default)]
+    pub retry_on: Option<RetryOnConfig>,
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
     #[serde(default)]
     pub preserve_host: bool,
     #[serde(default)]
     pub passive_health: Option<PassiveHealthConfig>,
     #[serde(default)]
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+}
+
+/// Which answers and failures after the request was sent are worth another attempt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryOnConfig {
+    #[serde(default)]
+    pub statuses: Vec<u16>,
+    #[serde(default)]
+    pub errors: Vec<RetryError>,
+    /// Base of the jittered exponential backoff before a post-send retry.
+    #[serde(default = "default_backoff")]
+    pub backoff: HumanDuration,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetryError {
+    /// The upstream closed or reset the connection before a complete response head.
+    Reset,
+    /// The upstream did not answer within `read_timeout`.
+    Timeout,
+}
+
+fn default_backoff() -> HumanDuration {
+    HumanDuration(Duration::from_millis(25))
+}
+fn default_max_backoff() -> HumanDuration {
+    HumanDuration(Duration::from_millis(250))
+}
+
+/// Post-send retries may add at most `ratio` of the upstream's request rate, plus
+/// `min_per_second`, so that retries cannot multiply the load of an upstream in trouble.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetConfig {
+    #[serde(default = "default_budget_ratio")]
+    pub ratio: f64,
+    #[serde(default = "default_budget_min")]
+    pub min_per_second: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        RetryBudgetConfig {
+            ratio: default_budget_ratio(),
+            min_per_second: default_budget_min(),
+        }
+    }
+}
+
+fn default_budget_ratio() -> f64 {
+    0.2
+}
+fn default_budget_min() -> u32 {
+    10
 }
 
 /// Per-upstream circuit breaker (see `upstream::circuit`).

@@ -35,6 +35,30 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     out
 }
 
+/// Limits on hostile clients: zero would refuse everything (or, for timeouts, nothing).
+fn check_client_limits(server: &crate::config::ServerConfig, out: &mut Vec<Problem>) {
+    if server.max_connections == 0 {
+        out.push(Problem::new("server.max_connections", "must be at least 1"));
+    }
+    if server.max_headers == 0 {
+        out.push(Problem::new("server.max_headers", "must be at least 1"));
+    }
+    // Pingora itself refuses heads over 1 MiB with 400: a larger setting would never apply.
+    if !(1024..=1024 * 1024).contains(&server.max_header_bytes.0) {
+        out.push(Problem::new(
+            "server.max_header_bytes",
+            "must be between 1KiB and 1MiB",
+        ));
+    }
+    if server.header_read_timeout.0.is_zero() {
+        out.push(Problem::new("server.header_read_timeout", "must be > 0"));
+    }
+    // Pingora counts keep-alive in whole seconds.
+    if server.idle_timeout.0.as_secs() == 0 {
+        out.push(Problem::new("server.idle_timeout", "must be at least 1s"));
+    }
+}
+
 fn check_server(config: &Config, out: &mut Vec<Problem>) {
     let server = &config.server;
     if server.listen.is_empty() {
@@ -73,6 +97,7 @@ fn check_server(config: &Config, out: &mut Vec<Problem>) {
     if server.threads == 0 {
         out.push(Problem::new("server.threads", "must be at least 1"));
     }
+    check_client_limits(server, out);
     for (i, cidr) in server.trusted_proxies.iter().enumerate() {
         if crate::forwarded::parse_trusted(cidr).is_none() {
             out.push(Problem::new(
@@ -99,6 +124,39 @@ fn check_server(config: &Config, out: &mut Vec<Problem>) {
                 format!("must be an absolute path, not {path:?}"),
             ));
         }
+    }
+}
+
+/// Post-send retries: only statuses that say "try elsewhere", a sane backoff and budget.
+fn check_retries(at: &str, upstream: &UpstreamConfig, out: &mut Vec<Problem>) {
+    if let Some(r) = &upstream.retry_on {
+        for (i, status) in r.statuses.iter().enumerate() {
+            if !matches!(status, 408 | 429 | 500..=599) {
+                out.push(Problem::new(
+                    format!("{at}.retry_on.statuses[{i}]"),
+                    format!("{status} is not retryable: use 408, 429 or a 5xx status"),
+                ));
+            }
+        }
+        if r.max_backoff.0 < r.backoff.0 {
+            out.push(Problem::new(
+                format!("{at}.retry_on.max_backoff"),
+                "must be at least backoff",
+            ));
+        }
+        if upstream.retries == 0 {
+            out.push(Problem::new(
+                format!("{at}.retry_on"),
+                "has no effect with retries: 0 (retries bounds every kind of retry)",
+            ));
+        }
+    }
+    let budget = &upstream.retry_budget;
+    if !(0.0..=1.0).contains(&budget.ratio) {
+        out.push(Problem::new(
+            format!("{at}.retry_budget.ratio"),
+            "must be in [0, 1] (0.2 = retries add at most 20% load)",
+        ));
     }
 }
 
@@ -153,6 +211,7 @@ fn check_upstream(name: &str, upstream: &UpstreamConfig, out: &mut Vec<Problem>)
             ));
         }
     }
+    check_retries(&at, upstream, out);
     if let Some(ph) = &upstream.passive_health {
         if ph.consecutive_failures == 0 {
             out.push(Problem::new(

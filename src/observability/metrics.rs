@@ -25,6 +25,10 @@ pub struct Metrics {
     pub sanitize_failures: IntCounterVec,
     pub access_log_dropped: prometheus::IntCounter,
     pub circuit_state: IntGaugeVec,
+    pub upstream_retries: IntCounterVec,
+    pub retry_budget_exhausted: IntCounterVec,
+    pub downstream_connections: IntGauge,
+    pub connections_rejected: IntCounterVec,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -101,6 +105,35 @@ fn build() -> prometheus::Result<Metrics> {
         &["upstream"],
     )?;
     registry.register(Box::new(circuit_state.clone()))?;
+    let upstream_retries = IntCounterVec::new(
+        Opts::new(
+            "tollgate_upstream_retries_total",
+            "Extra upstream attempts, by upstream and reason (connect, status, reset, timeout)",
+        ),
+        &["upstream", "reason"],
+    )?;
+    registry.register(Box::new(upstream_retries.clone()))?;
+    let retry_budget_exhausted = IntCounterVec::new(
+        Opts::new(
+            "tollgate_retry_budget_exhausted_total",
+            "Post-send retries not made because the upstream's retry budget was spent",
+        ),
+        &["upstream"],
+    )?;
+    registry.register(Box::new(retry_budget_exhausted.clone()))?;
+    let downstream_connections = IntGauge::new(
+        "tollgate_downstream_connections",
+        "Client connections open on the public listeners",
+    )?;
+    registry.register(Box::new(downstream_connections.clone()))?;
+    let connections_rejected = IntCounterVec::new(
+        Opts::new(
+            "tollgate_connections_rejected_total",
+            "Client connections cut off, by reason (max_connections, header_timeout)",
+        ),
+        &["reason"],
+    )?;
+    registry.register(Box::new(connections_rejected.clone()))?;
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -127,6 +160,10 @@ fn build() -> prometheus::Result<Metrics> {
         sanitize_failures,
         access_log_dropped,
         circuit_state,
+        upstream_retries,
+        retry_budget_exhausted,
+        downstream_connections,
+        connections_rejected,
     })
 }
 

@@ -17,6 +17,7 @@ use crate::request_id;
 use crate::routing::rewrite::PrefixRewrite;
 use crate::routing::{normalize::normalize, router::host_only, Match, Router};
 use crate::transform::response_json::{self, Sanitizer};
+use crate::upstream::retry::{self, Failure};
 use crate::upstream::Pools;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -40,6 +41,9 @@ pub struct Gateway {
     routes: Vec<RouteRuntime>,
     trusted: TrustedProxies,
     max_request_body: u64,
+    max_header_bytes: usize,
+    max_headers: usize,
+    idle_timeout_secs: u64,
     access_log: AccessLog,
     /// Set on SIGQUIT/SIGTERM: stop offering keep-alive (see `server::build`).
     draining: Arc<std::sync::atomic::AtomicBool>,
@@ -58,6 +62,10 @@ impl Gateway {
             routes,
             trusted: TrustedProxies::new(&config.server.trusted_proxies),
             max_request_body: config.server.max_request_body.0,
+            max_header_bytes: usize::try_from(config.server.max_header_bytes.0)
+                .unwrap_or(usize::MAX),
+            max_headers: config.server.max_headers,
+            idle_timeout_secs: config.server.idle_timeout.0.as_secs().max(1),
             access_log: AccessLog::new(Destination::from_config(&config.server.access_log)),
             draining: Arc::default(),
         })
@@ -94,6 +102,15 @@ pub struct Ctx {
     /// Set when the upstream path differs from what the client sent.
     upstream_path: Option<String>,
     tried: Vec<SocketAddr>,
+    /// Post-send retries made so far (they drive the backoff).
+    post_send_retries: u32,
+    /// Wait this long before the next attempt (a post-send retry's jittered backoff).
+    retry_backoff: Option<std::time::Duration>,
+    /// The next attempt may go to a backend already tried (a post-send retry, or Pingora's
+    /// retry of a pooled connection the backend had closed) when no other one is left.
+    same_backend_ok: bool,
+    /// The current attempt ended in a status listed in `retry_on`: retry it.
+    status_retry: bool,
     backend: Option<SocketAddr>,
     upstream_start: Option<Instant>,
     upstream_latency: Option<f64>,
@@ -211,6 +228,40 @@ impl Gateway {
         .await
     }
 
+    /// Whether a failure after the request was sent earns another attempt (see
+    /// `upstream::retry` for the rules); when it does, schedules the jittered backoff.
+    fn retry_after_send(&self, session: &Session, ctx: &mut Ctx, failure: Failure) -> bool {
+        let Some(pool) = self.route(ctx).map(|r| &r.pool) else {
+            return false;
+        };
+        let Some(policy) = &pool.retry_on else {
+            return false;
+        };
+        if !policy.covers(failure)
+            || !retry::idempotent(&session.req_header().method)
+            || session.as_ref().retry_buffer_truncated()
+            || session.response_written().is_some()
+            || ctx.tried.len() > pool.retries
+        {
+            return false;
+        }
+        if !pool.retry_budget.try_withdraw() {
+            METRICS
+                .retry_budget_exhausted
+                .with_label_values(&[pool.name.as_str()])
+                .inc();
+            return false;
+        }
+        METRICS
+            .upstream_retries
+            .with_label_values(&[pool.name.as_str(), failure.reason()])
+            .inc();
+        ctx.post_send_retries += 1;
+        ctx.retry_backoff = Some(policy.backoff(ctx.post_send_retries, fastrand::f64()));
+        ctx.same_backend_ok = true;
+        true
+    }
+
     /// Answer with a gateway error and remember why, for the access log.
     async fn reject(
         &self,
@@ -280,6 +331,10 @@ impl ProxyHttp for Gateway {
             trace: None,
             upstream_path: None,
             tried: Vec::new(),
+            post_send_retries: 0,
+            retry_backoff: None,
+            same_backend_ok: false,
+            status_retry: false,
             backend: None,
             upstream_start: None,
             upstream_latency: None,
@@ -313,7 +368,19 @@ impl ProxyHttp for Gateway {
             ctx.forwarded_for = Some(xff);
         }
 
+        // Idle keep-alive is bounded (Pingora's default after the first request is forever).
+        if session.as_ref().get_keepalive().is_some()
+            && !self.draining.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            session.set_keepalive(Some(self.idle_timeout_secs));
+        }
         let req = session.req_header();
+        if !crate::listener::head_size::within(req, self.max_header_bytes, self.max_headers) {
+            let kind = GatewayError::HeadersTooLarge;
+            return self
+                .reject(session, ctx, kind, kind.default_message(), &[])
+                .await;
+        }
 
         // 2. normalise the path; routing and forwarding both use the result.
         let normalized: Option<String> = match normalize(req.uri.path()) {
@@ -452,6 +519,12 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
         let pool = &route.pool;
+        if let Some(wait) = ctx.retry_backoff.take() {
+            tokio::time::sleep(wait).await;
+        }
+        if ctx.tried.is_empty() && pool.retry_on.is_some() {
+            pool.retry_budget.deposit();
+        }
         if let (Some(breaker), true) = (&pool.breaker, ctx.tried.is_empty()) {
             if let crate::upstream::circuit::Admission::Refused { retry_after_secs } =
                 breaker.admit(Instant::now())
@@ -460,7 +533,11 @@ impl ProxyHttp for Gateway {
                 return Error::e_explain(ErrorType::HTTPStatus(503), "circuit open");
             }
         }
-        let Some(backend) = pool.select(&ctx.tried) else {
+        let same_backend_ok = std::mem::take(&mut ctx.same_backend_ok);
+        let picked = pool
+            .select(&ctx.tried)
+            .or_else(|| same_backend_ok.then(|| pool.select(&[])).flatten());
+        let Some(backend) = picked else {
             // First attempt: nothing healthy at all. Later attempts: every healthy backend
             // already failed to connect for this request.
             let status = if ctx.tried.is_empty() { 503 } else { 502 };
@@ -471,6 +548,7 @@ impl ProxyHttp for Gateway {
         };
         ctx.tried.push(addr);
         ctx.backend = Some(addr);
+        ctx.outcome_recorded = false;
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(pool.connect_timeout);
         peer.options.read_timeout = Some(pool.read_timeout);
@@ -490,8 +568,55 @@ impl ProxyHttp for Gateway {
         if let (Some(route), Some(addr)) = (self.route(ctx), ctx.backend) {
             route.pool.record_outcome(&addr, true);
         }
-        let retries = self.route(ctx).map_or(0, |r| r.pool.retries);
-        e.set_retry(ctx.tried.len() <= retries);
+        let Some(pool) = self.route(ctx).map(|r| &r.pool) else {
+            return e;
+        };
+        let retry = ctx.tried.len() <= pool.retries;
+        if retry {
+            METRICS
+                .upstream_retries
+                .with_label_values(&[pool.name.as_str(), "connect"])
+                .inc();
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if std::mem::take(&mut ctx.status_retry) {
+            e.set_retry(true);
+            return e;
+        }
+        let failure = Failure::of_error(&e);
+        if let (Some(_), Some(route), Some(addr), false) =
+            (failure, self.route(ctx), ctx.backend, ctx.outcome_recorded)
+        {
+            route.pool.record_outcome(&addr, true);
+            ctx.outcome_recorded = true;
+        }
+        if failure.is_some_and(|f| self.retry_after_send(session, ctx, f)) {
+            e.set_retry(true);
+            return e;
+        }
+        // Otherwise Pingora's own rule: a pooled connection the backend had already closed
+        // is retried (idempotent requests with a replayable body only), never anything else.
+        if !retry::idempotent(&session.req_header().method)
+            || session.as_ref().retry_buffer_truncated()
+            || session.response_written().is_some()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+            ctx.same_backend_ok = e.retry();
+        }
         e
     }
 
@@ -561,10 +686,18 @@ impl ProxyHttp for Gateway {
                 .record_outcome(&addr, resp.status.is_server_error());
             ctx.outcome_recorded = true;
         }
+        let status = resp.status.as_u16();
+        if self.retry_after_send(session, ctx, Failure::Status(status)) {
+            // Nothing of this answer has reached the client: drop it and try again.
+            ctx.status_retry = true;
+            return Error::e_explain(
+                ErrorType::Custom("retryable upstream status"),
+                format!("upstream answered {status}"),
+            );
+        }
         let Some(policy) = self.route(ctx).and_then(|r| r.response_json.as_ref()) else {
             return Ok(());
         };
-        let status = resp.status.as_u16();
         let has_body = session.req_header().method != http::Method::HEAD
             && !matches!(status, 100..=199 | 204 | 304);
         let json = resp

@@ -5,6 +5,7 @@ pub mod circuit;
 pub mod health;
 pub mod outlier;
 pub mod pool;
+pub mod retry;
 
 pub use health::HealthService;
 pub use pool::{Pool, Pools};

@@ -29,6 +29,9 @@ pub struct Pool {
     /// Passive health, when configured.
     pub outlier: Option<super::outlier::Outlier>,
     pub breaker: Option<super::circuit::CircuitBreaker>,
+    /// `retry_on`: which post-send failures are retried (none when absent).
+    pub retry_on: Option<super::retry::RetryPolicy>,
+    pub retry_budget: super::retry::RetryBudget,
 }
 
 /// How many backends a pool has and how many are in rotation.
@@ -75,6 +78,8 @@ impl Pool {
                 .circuit_breaker
                 .as_ref()
                 .map(|c| super::circuit::CircuitBreaker::new(name, c)),
+            retry_on: cfg.retry_on.as_ref().map(super::retry::RetryPolicy::new),
+            retry_budget: super::retry::RetryBudget::new(&cfg.retry_budget),
             warmed_up,
         })
     }

@@ -11,7 +11,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -59,6 +58,8 @@ struct BackendState {
     /// Largest request body received completely.
     max_body: AtomicUsize,
     slow_delay: Duration,
+    /// Non-zero: every request but `GET /health` is answered with this status.
+    fail_status: std::sync::atomic::AtomicU16,
 }
 
 /// A named HTTP/1.1 echo server on 127.0.0.1.
@@ -67,7 +68,8 @@ struct BackendState {
 /// `{"backend":name,"method":..,"path":"<path+query as received>","headers":{..},"body_len":n}`
 /// (header names lowercased, repeated headers joined with `", "`), except `GET /health` which is
 /// `200 ok` (or `503` after `set_healthy(false)`). Every response has `X-Backend: <name>`. Paths starting with `/slow` sleep
-/// `slow_delay` first.
+/// `slow_delay` first; paths starting with `/reset` drop the connection without an answer;
+/// after `set_fail_status(Some(code))` every other request is answered `code`.
 pub struct Backend {
     state: Arc<BackendState>,
     port: u16,
@@ -88,6 +90,7 @@ impl Backend {
             health_hits: AtomicUsize::new(0),
             max_body: AtomicUsize::new(0),
             slow_delay,
+            fail_status: std::sync::atomic::AtomicU16::new(0),
         });
         let listener = bind_listener(0).await.expect("bind backend listener");
         let port = listener.local_addr().expect("local_addr").port();
@@ -125,6 +128,13 @@ impl Backend {
     /// The largest request body this backend received completely.
     pub fn max_body_len(&self) -> usize {
         self.state.max_body.load(Ordering::SeqCst)
+    }
+
+    /// `Some(code)`: answer every request but `GET /health` with `code` (still counted in hits).
+    pub fn set_fail_status(&self, status: Option<u16>) {
+        self.state
+            .fail_status
+            .store(status.unwrap_or(0), Ordering::SeqCst);
     }
 
     /// `false`: `GET /health` answers 503 (the server keeps serving everything else).
@@ -216,7 +226,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<BackendState>) {
 async fn handle(
     state: Arc<BackendState>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let path = req
         .uri()
         .path_and_query()
@@ -240,6 +250,23 @@ async fn handle(
     }
 
     state.hits.fetch_add(1, Ordering::SeqCst);
+    if req.uri().path().starts_with("/reset") {
+        // An error from the service makes hyper drop the connection without an answer.
+        return Err(std::io::Error::other("reset requested"));
+    }
+    let fail = state.fail_status.load(Ordering::SeqCst);
+    if fail != 0 {
+        let resp = Response::builder()
+            .status(fail)
+            .header("content-type", "application/json")
+            .header("x-backend", state.name.as_str())
+            .body(Full::new(Bytes::from(format!(
+                "{{\"backend\":\"{}\",\"failed\":{fail}}}",
+                state.name
+            ))))
+            .unwrap();
+        return Ok(resp);
+    }
     let method = req.method().to_string();
     let mut headers: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in req.headers() {
