@@ -6,6 +6,8 @@ pub mod config;
 pub mod demo;
 pub mod error_response;
 pub mod forwarded;
+#[doc(hidden)]
+pub mod fuzz_entry;
 pub mod header_ops;
 pub mod listener;
 pub mod observability;
