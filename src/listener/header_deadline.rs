@@ -23,40 +23,12 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Finds the empty line that ends a request head across reads: `\n` then optional `\r` then `\n`
-/// (bare-LF heads are accepted by Pingora's parser, so they must end the head here too).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct HeadEnd {
-    /// 0: inside a line; 1: just after `\n`; 2: after `\n\r`.
-    state: u8,
-}
-
-impl HeadEnd {
-    /// Index just past the end of the head in `bytes`, if it ends there.
-    pub fn scan(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, b) in bytes.iter().enumerate() {
-            self.state = match (self.state, b) {
-                (1 | 2, b'\n') => {
-                    self.state = 0;
-                    return Some(i + 1);
-                }
-                (_, b'\n') => 1,
-                (1, b'\r') => 2,
-                _ => 0,
-            };
-        }
-        None
-    }
-}
-
-/// The canned answer when the head did not arrive in time. Pingora never saw a request, so
-/// there is no request id to echo.
-pub const TIMEOUT_RESPONSE: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nContent-Length: 93\r\nConnection: close\r\n\r\n{\"error\":\"request_timeout\",\"message\":\"request head not received in time\",\"request_id\":\"none\"}";
+use super::head_scan::{HeadScan, Scan};
 
 #[derive(Debug)]
 enum Phase {
     /// Reading a request head; the timer runs.
-    Head(HeadEnd),
+    Head(HeadScan),
     /// Past the head: body and response; the timer is off.
     Body,
     /// A response started; the next byte from the client starts a new head.
@@ -71,7 +43,49 @@ pub struct HeaderDeadline {
     timeout: Duration,
     phase: Phase,
     timer: Pin<Box<Sleep>>,
-    on_timeout: Arc<dyn Fn() + Send + Sync>,
+    on_refused: Arc<dyn Fn(Refusal) + Send + Sync>,
+}
+
+/// Why a connection was refused while its head was arriving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    HeaderTimeout,
+    Malformed(&'static str),
+}
+
+impl Refusal {
+    /// Metric label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::HeaderTimeout => "header_timeout",
+            Refusal::Malformed(_) => "malformed_head",
+        }
+    }
+
+    /// The answer sent before closing: Pingora never saw a request, so no request id exists.
+    pub fn response(self) -> Vec<u8> {
+        match self {
+            Refusal::HeaderTimeout => super::canned_response(
+                "408 Request Timeout",
+                "request_timeout",
+                "request head not received in time",
+                "",
+            ),
+            Refusal::Malformed(why) => {
+                super::canned_response("400 Bad Request", "bad_request", why, "")
+            }
+        }
+    }
+
+    fn io_error(self) -> std::io::Error {
+        match self {
+            Refusal::HeaderTimeout => std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "request head not received within header_read_timeout",
+            ),
+            Refusal::Malformed(why) => std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+        }
+    }
 }
 
 impl std::fmt::Debug for HeaderDeadline {
@@ -84,22 +98,19 @@ impl std::fmt::Debug for HeaderDeadline {
 }
 
 impl HeaderDeadline {
-    /// `prefix`: the first bytes already read from `inner`; `deadline`: when the first head
-    /// must be complete (its clock started at accept, so a client that connects and says
-    /// nothing is cut off just like one that talks slowly).
+    /// `prefix`: the first bytes already read from `inner`, and `head` the scan of them (`None`
+    /// when the head was complete in them); `deadline`: when the first head must be complete
+    /// (its clock started at accept, so a client that connects and says nothing is cut off just
+    /// like one that talks slowly).
     pub fn new(
         inner: Stream,
         prefix: Vec<u8>,
+        head: Option<HeadScan>,
         deadline: Instant,
         timeout: Duration,
-        on_timeout: Arc<dyn Fn() + Send + Sync>,
+        on_refused: Arc<dyn Fn(Refusal) + Send + Sync>,
     ) -> HeaderDeadline {
-        let mut end = HeadEnd::default();
-        let phase = if end.scan(&prefix).is_some() {
-            Phase::Body
-        } else {
-            Phase::Head(end)
-        };
+        let phase = head.map_or(Phase::Body, Phase::Head);
         HeaderDeadline {
             inner,
             prefix,
@@ -107,8 +118,16 @@ impl HeaderDeadline {
             timeout,
             phase,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
-            on_timeout,
+            on_refused,
         }
+    }
+
+    /// Best effort: the socket's send buffer is empty here (no response is in progress while a
+    /// head is being read), so the answer goes out at once or not at all.
+    fn refuse(&mut self, cx: &mut Context<'_>, why: Refusal) -> Poll<std::io::Result<()>> {
+        (self.on_refused)(why);
+        let _ = Pin::new(&mut self.inner).poll_write(cx, &why.response());
+        Poll::Ready(Err(why.io_error()))
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
@@ -143,28 +162,22 @@ impl AsyncRead for HeaderDeadline {
                     return Poll::Ready(Ok(()));
                 }
                 if matches!(this.phase, Phase::Responded) {
-                    this.phase = Phase::Head(HeadEnd::default());
+                    this.phase = Phase::Head(HeadScan::new());
                     let deadline = Instant::now() + this.timeout;
                     this.timer.as_mut().reset(deadline);
                 }
-                if let Phase::Head(end) = &mut this.phase {
-                    if end.scan(fresh).is_some() {
-                        this.phase = Phase::Body;
+                if let Phase::Head(head) = &mut this.phase {
+                    match head.feed(fresh) {
+                        Scan::More => {}
+                        Scan::End(_) => this.phase = Phase::Body,
+                        Scan::Malformed(why) => return this.refuse(cx, Refusal::Malformed(why)),
                     }
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => {
                 if this.expired(cx) {
-                    (this.on_timeout)();
-                    // Best effort: the socket's send buffer is empty here (no response is in
-                    // progress while a head is being read), so this completes at once or not
-                    // at all.
-                    let _ = Pin::new(&mut this.inner).poll_write(cx, TIMEOUT_RESPONSE);
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "request head not received within header_read_timeout",
-                    )));
+                    return this.refuse(cx, Refusal::HeaderTimeout);
                 }
                 Poll::Pending
             }
@@ -283,40 +296,6 @@ impl Peek for HeaderDeadline {
 mod tests {
     use super::*;
 
-    fn ends(chunks: &[&[u8]]) -> Option<(usize, usize)> {
-        let mut h = HeadEnd::default();
-        chunks
-            .iter()
-            .enumerate()
-            .find_map(|(i, c)| h.scan(c).map(|at| (i, at)))
-    }
-
-    #[test]
-    fn finds_crlf_and_bare_lf_head_ends_across_reads() {
-        assert_eq!(
-            ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody"]),
-            Some((0, 27))
-        );
-        assert_eq!(
-            ends(&[b"GET / HTTP/1.1\r\nHost: a\r", b"\n\r", b"\n"]),
-            Some((2, 1))
-        );
-        assert_eq!(ends(&[b"GET / HTTP/1.1\nHost: a\n\n"]), Some((0, 24)));
-        // One byte at a time, as a slowloris client sends it.
-        let head = b"GET / HTTP/1.1\r\nX: y\r\n\r\n";
-        let bytes: Vec<&[u8]> = head.chunks(1).collect();
-        assert_eq!(ends(&bytes), Some((head.len() - 1, 1)));
-    }
-
-    #[test]
-    fn header_lines_alone_do_not_end_the_head() {
-        assert_eq!(ends(&[b"GET / HTTP/1.1\r\nHost: a\r\nX: \r\r\n"]), None);
-        assert_eq!(
-            ends(&[b"GET / HTTP/1.1\r\n", b"Host: a\r\n", b"X: b\r\n"]),
-            None
-        );
-    }
-
     #[test]
     fn only_final_responses_end_a_request() {
         assert!(starts_final_response(b"HTTP/1.1 200 OK\r\n"));
@@ -326,13 +305,13 @@ mod tests {
     }
 
     #[test]
-    fn the_canned_408_declares_its_real_length() {
-        let split = TIMEOUT_RESPONSE
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("head end");
-        let body = &TIMEOUT_RESPONSE[split + 4..];
-        assert_eq!(body.len(), 93);
-        assert!(serde_json::from_slice::<serde_json::Value>(body).is_ok());
+    fn refusals_answer_with_json_errors() {
+        for (why, status) in [
+            (Refusal::HeaderTimeout, "408"),
+            (Refusal::Malformed("bare LF in request head"), "400"),
+        ] {
+            let text = String::from_utf8(why.response()).expect("utf-8");
+            assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        }
     }
 }

@@ -2,12 +2,14 @@
 //! concurrent connections and a deadline for each request head. Everything above (header size
 //! and count, body size, idle keep-alive) is checked per request in the proxy phases.
 
+pub mod head_scan;
 pub mod head_size;
 pub mod header_deadline;
 pub mod probe;
 
 use async_trait::async_trait;
-use header_deadline::HeaderDeadline;
+use head_scan::{HeadScan, Scan};
+use header_deadline::{HeaderDeadline, Refusal};
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -66,15 +68,34 @@ impl Drop for Slot {
 /// Enough for a typical request head in one read; the rest is read by Pingora as usual.
 const FIRST_READ: usize = 4096;
 
-fn header_timed_out() {
+fn count_refusal(why: Refusal) {
     METRICS
         .connections_rejected
-        .with_label_values(&["header_timeout"])
+        .with_label_values(&[why.reason()])
         .inc();
 }
 
-/// Sent, without reading the request, to a connection over `max_connections`.
-const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\nContent-Length: 84\r\nConnection: close\r\n\r\n{\"error\":\"service_unavailable\",\"message\":\"too many connections\",\"request_id\":\"none\"}";
+/// A complete `Connection: close` answer with DESIGN.md's JSON error body, for connections
+/// refused before Pingora saw a request (so there is no request id to echo).
+pub fn canned_response(status: &str, code: &str, message: &str, extra_headers: &str) -> Vec<u8> {
+    let body =
+        serde_json::json!({"error": code, "message": message, "request_id": "none"}).to_string();
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra_headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Write a refusal and give up on the connection; bounded, so a client that does not read its
+/// answer cannot hold the task.
+async fn answer_and_close(stream: &mut Stream, response: &[u8]) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(response).await;
+        let _ = stream.flush().await;
+    })
+    .await;
+}
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
@@ -88,12 +109,13 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 .connections_rejected
                 .with_label_values(&["max_connections"])
                 .inc();
-            // Bounded: a client that does not read its answer must not hold the task.
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                let _ = stream.write_all(BUSY_RESPONSE).await;
-                let _ = stream.flush().await;
-            })
-            .await;
+            let busy = canned_response(
+                "503 Service Unavailable",
+                "service_unavailable",
+                "too many connections",
+                "Retry-After: 1\r\n",
+            );
+            answer_and_close(&mut stream, &busy).await;
             return None;
         };
         let timeout = self.limits.header_read_timeout;
@@ -110,22 +132,29 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             Ok(Ok(0)) | Ok(Err(_)) => return None,
             Ok(Ok(n)) => n,
             Err(_) => {
-                header_timed_out();
-                let _ = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    stream.write_all(header_deadline::TIMEOUT_RESPONSE),
-                )
-                .await;
+                count_refusal(Refusal::HeaderTimeout);
+                answer_and_close(&mut stream, &Refusal::HeaderTimeout.response()).await;
                 return None;
             }
         };
         first.truncate(n);
+        let mut scan = HeadScan::new();
+        let head = match scan.feed(&first) {
+            Scan::More => Some(scan),
+            Scan::End(_) => None,
+            Scan::Malformed(why) => {
+                count_refusal(Refusal::Malformed(why));
+                answer_and_close(&mut stream, &Refusal::Malformed(why).response()).await;
+                return None;
+            }
+        };
         let guarded: Stream = Box::new(HeaderDeadline::new(
             stream,
             first,
+            head,
             deadline,
             timeout,
-            Arc::new(header_timed_out),
+            Arc::new(count_refusal),
         ));
         self.inner.process_new(guarded, shutdown).await
     }
@@ -152,13 +181,25 @@ mod tests {
     }
 
     #[test]
-    fn the_busy_answer_declares_its_real_length() {
-        let split = BUSY_RESPONSE
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("head end");
-        let body = &BUSY_RESPONSE[split + 4..];
-        assert_eq!(body.len(), 84);
-        assert!(serde_json::from_slice::<serde_json::Value>(body).is_ok());
+    fn canned_answers_declare_their_real_length_and_carry_json() {
+        let r = canned_response(
+            "503 Service Unavailable",
+            "service_unavailable",
+            "busy",
+            "Retry-After: 1\r\n",
+        );
+        let text = String::from_utf8(r).expect("utf-8");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head end");
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nRetry-After: 1\r\n"), "{head}");
+        assert!(
+            head.contains(&format!("Content-Length: {}\r\n", body.len())),
+            "{head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        assert_eq!(v["error"], "service_unavailable");
     }
 }
