@@ -66,6 +66,7 @@ pub fn build(
             .map_err(|e| format!("cannot watch signal {signal}: {e}"))?;
     }
     gateway.set_draining_flag(draining);
+    let limit_sync = gateway.rate_limit_sync();
 
     let opt = Opt {
         upgrade: flags.upgrade,
@@ -81,6 +82,9 @@ pub fn build(
         HealthService::new(pools.iter().cloned().collect()),
     );
     let health_handle = server.add_service(health);
+    if let Some(sync) = limit_sync {
+        server.add_service(background_service("rate limit sync", sync));
+    }
     for h in &extra_handles {
         health_handle.add_dependency(h);
     }

@@ -32,6 +32,9 @@ pub struct Config {
     pub auth: auth::AuthConfig,
     #[serde(default)]
     pub rate_limits: BTreeMap<String, rate_limit::RateLimitConfig>,
+    /// Shared counters for `rate_limits.<name>.backend: redis`.
+    #[serde(default)]
+    pub redis: Option<rate_limit::RedisConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }

@@ -18,6 +18,62 @@ pub struct RateLimitConfig {
     /// (cheap rejection of floods) and after auth for `consumer` / `claim:`.
     #[serde(default)]
     pub stage: Option<Stage>,
+    /// Where the counts live: this process (default) or a Redis server shared by a fleet.
+    #[serde(default)]
+    pub backend: Backend,
+    /// With `backend: redis`: one Redis round trip per decision (`atomic`, exact), or local
+    /// decisions against a global count synced every `redis.sync_interval` (`batched`).
+    #[serde(default)]
+    pub sync: SyncMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    #[default]
+    Local,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    #[default]
+    Atomic,
+    Batched,
+}
+
+/// The top-level `redis:` section, shared by every limit with `backend: redis`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port[/db]`; user names work too (`redis://user:pw@...`).
+    pub url: String,
+    /// Multiplexed connections to spread commands over.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    /// A command slower than this counts as a failure: the decision falls back to local.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: HumanDuration,
+    /// How often `sync: batched` limits push their counts and pull the global ones.
+    #[serde(default = "default_sync_interval")]
+    pub sync_interval: HumanDuration,
+    /// Prefix of every key tollgate writes, so several fleets can share one server.
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_pool_size() -> usize {
+    4
+}
+fn default_redis_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_millis(50))
+}
+fn default_sync_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_millis(100))
+}
+fn default_key_prefix() -> String {
+    "tollgate".to_string()
 }
 
 fn default_expected_clients() -> usize {

@@ -18,6 +18,7 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
     for (name, limit) in &config.rate_limits {
         check_rate_limit(name, limit, &mut out);
     }
+    check_redis(config, &mut out);
     if config.routes.is_empty() {
         out.push(Problem::new("routes", "at least one route is required"));
     }
@@ -378,6 +379,46 @@ fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Pro
         &route.response_headers,
         out,
     );
+}
+
+/// `backend: redis` needs the `redis:` section, and the section must be usable.
+fn check_redis(config: &Config, out: &mut Vec<Problem>) {
+    use crate::config::rate_limit::{Backend, SyncMode};
+    for (name, limit) in &config.rate_limits {
+        if limit.backend == Backend::Redis && config.redis.is_none() {
+            out.push(Problem::new(
+                format!("rate_limits.{name}.backend"),
+                "backend: redis needs a top-level redis: section (url, ...)",
+            ));
+        }
+        if limit.backend == Backend::Local && limit.sync == SyncMode::Batched {
+            out.push(Problem::new(
+                format!("rate_limits.{name}.sync"),
+                "sync applies to backend: redis only",
+            ));
+        }
+    }
+    let Some(redis) = &config.redis else {
+        return;
+    };
+    if let Err(e) = crate::rate_limit::redis_backend::client_for(&redis.url) {
+        out.push(Problem::new("redis.url", e));
+    }
+    if redis.pool_size == 0 || redis.pool_size > 64 {
+        out.push(Problem::new("redis.pool_size", "must be between 1 and 64"));
+    }
+    if redis.timeout.0.is_zero() {
+        out.push(Problem::new("redis.timeout", "must be > 0"));
+    }
+    if redis.sync_interval.0 < std::time::Duration::from_millis(10) {
+        out.push(Problem::new("redis.sync_interval", "must be at least 10ms"));
+    }
+    if redis.key_prefix.is_empty() || redis.key_prefix.contains(char::is_whitespace) {
+        out.push(Problem::new(
+            "redis.key_prefix",
+            "must be non-empty, without whitespace",
+        ));
+    }
 }
 
 fn check_rate_limit(

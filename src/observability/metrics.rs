@@ -29,6 +29,7 @@ pub struct Metrics {
     pub retry_budget_exhausted: IntCounterVec,
     pub downstream_connections: IntGauge,
     pub connections_rejected: IntCounterVec,
+    pub ratelimit_backend_errors: prometheus::IntCounter,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -134,6 +135,11 @@ fn build() -> prometheus::Result<Metrics> {
         &["reason"],
     )?;
     registry.register(Box::new(connections_rejected.clone()))?;
+    let ratelimit_backend_errors = prometheus::IntCounter::new(
+        "tollgate_ratelimit_backend_errors_total",
+        "Shared rate-limit backend (Redis) failures; each decision fell back to local estimates",
+    )?;
+    registry.register(Box::new(ratelimit_backend_errors.clone()))?;
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -164,6 +170,7 @@ fn build() -> prometheus::Result<Metrics> {
         retry_budget_exhausted,
         downstream_connections,
         connections_rejected,
+        ratelimit_backend_errors,
     })
 }
 

@@ -120,6 +120,11 @@ pub struct Ctx {
 }
 
 impl Gateway {
+    /// The background sync of `sync: batched` Redis limits, if the config has any.
+    pub fn rate_limit_sync(&self) -> Option<crate::rate_limit::BatchedSync> {
+        self.limiter.sync_task()
+    }
+
     pub fn set_draining_flag(&mut self, flag: Arc<std::sync::atomic::AtomicBool>) {
         self.draining = flag;
     }
@@ -186,7 +191,7 @@ impl Gateway {
             route: ctx.route.unwrap_or_default(),
             headers: &session.req_header().headers,
         };
-        let Some(verdict) = self.limiter.check(&route.limits, stage, &facts) else {
+        let Some(verdict) = self.limiter.check(&route.limits, stage, &facts).await else {
             return Ok(false);
         };
         let keep = match &ctx.rate {

@@ -92,3 +92,55 @@ pub fn value<'a>(kind: &KeyKind, facts: &'a RequestFacts<'a>) -> KeyValue<'a> {
             .map_or_else(|| facts.ip(), |(_, v)| KeyValue::Text(v)),
     }
 }
+
+/// Longest key text put into a Redis key as is; longer values (a big header) are hashed.
+const MAX_KEY_TEXT: usize = 128;
+
+impl KeyValue<'_> {
+    /// The key as text for a shared store: readable for the usual short values, a SHA-256 for
+    /// long or binary ones, so a client cannot make the gateway write huge Redis keys.
+    pub fn render(&self) -> String {
+        let text: std::borrow::Cow<'_, str> = match self {
+            KeyValue::Ip(ip) => ip.to_string().into(),
+            KeyValue::Text(t) => (*t).into(),
+            KeyValue::Bytes(b) => String::from_utf8_lossy(b),
+            KeyValue::Route(i) => format!("route{i}").into(),
+            KeyValue::Unknown => "unknown".into(),
+        };
+        let plain = text.len() <= MAX_KEY_TEXT
+            && !matches!(self, KeyValue::Bytes(b) if std::str::from_utf8(b).is_err())
+            && text.bytes().all(|c| c.is_ascii_graphic());
+        if plain {
+            text.into_owned()
+        } else {
+            use sha2::Digest;
+            let raw: &[u8] = match self {
+                KeyValue::Bytes(b) => b,
+                _ => text.as_bytes(),
+            };
+            format!("h{}", hex::encode(sha2::Sha256::digest(raw)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+
+    #[test]
+    fn short_printable_keys_stay_readable_others_are_hashed() {
+        let ip: IpAddr = "10.0.0.7".parse().unwrap();
+        assert_eq!(KeyValue::Ip(ip).render(), "10.0.0.7");
+        assert_eq!(KeyValue::Text("acme").render(), "acme");
+        assert_eq!(KeyValue::Route(3).render(), "route3");
+        let long = "x".repeat(500);
+        let h = KeyValue::Text(&long).render();
+        assert!(h.starts_with('h') && h.len() == 65, "{h}");
+        assert_ne!(KeyValue::Text("a b").render(), "a b", "spaces are hashed");
+        assert_ne!(
+            KeyValue::Bytes(&[0xff, 0xfe]).render(),
+            KeyValue::Bytes(&[0xff, 0xfd]).render(),
+            "distinct binary values stay distinct"
+        );
+    }
+}

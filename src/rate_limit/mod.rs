@@ -5,17 +5,35 @@
 //! one atomic add per sketch row.
 //! Only admitted requests are counted, so a client hammering at 3× its limit is admitted at its
 //! limit rather than locked out for ever.
+//!
+//! With `backend: redis` a limit's counts are shared by a fleet (see `redis_backend` and
+//! `batched`); the in-process counter keeps counting alongside, so that a Redis outage falls
+//! back to warm local estimates.
 
+pub mod batched;
 pub mod key;
+pub mod redis_backend;
 pub mod sliding;
 pub mod window;
 
-use crate::config::rate_limit::{RateLimitConfig, Stage};
+use crate::config::rate_limit::{Backend, RateLimitConfig, Stage, SyncMode};
 use crate::config::Config;
+use batched::Batched;
 use key::{KeyKind, KeyValue, RequestFacts};
+use redis_backend::{Clock, RedisShared};
 use sliding::SlidingCounter;
+use std::sync::Arc;
 use std::time::Duration;
 use window::{decide, Decision, WindowState};
+
+/// Where a limit's decisions come from.
+enum Shared {
+    Local,
+    /// One Redis script call per decision.
+    Atomic(Arc<RedisShared>),
+    /// Local decisions against a synced global count.
+    Batched(Arc<RedisShared>, Arc<Batched>),
+}
 
 /// Rows of each sketch. Four rows make an all-rows collision of a quiet key vanishingly rare.
 const HASHES: usize = 4;
@@ -27,6 +45,7 @@ pub struct Limit {
     pub per: Duration,
     pub stage: Stage,
     counter: SlidingCounter,
+    shared: Shared,
 }
 
 /// Sketch columns for an expected key count: twice the keys, at least 1024.
@@ -36,6 +55,31 @@ pub fn slots_for(expected_clients: usize) -> usize {
 
 impl Limit {
     pub fn new(name: &str, cfg: &RateLimitConfig) -> Result<Limit, String> {
+        Self::with_backend(name, cfg, None)
+    }
+
+    /// `redis`: the shared server, required when `cfg.backend` is `redis`.
+    fn with_backend(
+        name: &str,
+        cfg: &RateLimitConfig,
+        redis: Option<&Arc<RedisShared>>,
+    ) -> Result<Limit, String> {
+        let shared = match (cfg.backend, redis) {
+            (Backend::Local, _) => Shared::Local,
+            (Backend::Redis, None) => return Err("backend: redis needs a redis: section".into()),
+            (Backend::Redis, Some(r)) => match cfg.sync {
+                SyncMode::Atomic => Shared::Atomic(r.clone()),
+                SyncMode::Batched => Shared::Batched(
+                    r.clone(),
+                    Arc::new(Batched::new(
+                        name,
+                        cfg.requests,
+                        cfg.per.0,
+                        cfg.expected_clients,
+                    )),
+                ),
+            },
+        };
         let kind = KeyKind::parse(&cfg.key)?;
         let stage = cfg.stage.unwrap_or(if kind.needs_identity() {
             Stage::AfterAuth
@@ -49,7 +93,64 @@ impl Limit {
             per: cfg.per.0,
             counter: SlidingCounter::new(cfg.per.0, HASHES, slots_for(cfg.expected_clients)),
             kind,
+            shared,
         })
+    }
+
+    /// The decision for a limit that needs no I/O (local, or batched against the last sync);
+    /// `None` for an atomic Redis limit, decided later by [`Limit::decide_atomic`].
+    fn decide_now(&self, key: &KeyValue<'_>) -> Option<Decision> {
+        match &self.shared {
+            Shared::Local => Some(self.peek(key)),
+            Shared::Atomic(_) => None,
+            Shared::Batched(redis, batched) => Some(
+                redis
+                    .is_up()
+                    .then(|| batched.peek(redis, &key.render(), Clock::now(self.per)))
+                    .flatten()
+                    .unwrap_or_else(|| self.peek(key)),
+            ),
+        }
+    }
+
+    /// An atomic Redis decision (counted there when admitted); the local estimate when Redis
+    /// is down or slow.
+    async fn decide_atomic(&self, key: &KeyValue<'_>) -> Decision {
+        let Shared::Atomic(redis) = &self.shared else {
+            return self.peek(key);
+        };
+        if !redis.usable() {
+            return self.peek(key);
+        }
+        let clock = Clock::now(self.per);
+        let text = key.render();
+        let curr = redis.key(&self.name, &text, clock.interval);
+        let prev = redis.key(&self.name, &text, clock.interval.saturating_sub(1));
+        match redis
+            .check_atomic(&curr, &prev, self.requests, clock, self.per)
+            .await
+        {
+            Some((prev, curr)) => decide(
+                WindowState {
+                    prev: prev as f64,
+                    curr: curr as f64,
+                    fraction: clock.fraction,
+                },
+                self.requests,
+                self.per,
+            ),
+            None => self.peek(key),
+        }
+    }
+
+    /// Count an admitted request everywhere it is counted by this gateway.
+    fn record_admitted(&self, key: &KeyValue<'_>) {
+        self.record(key);
+        if let Shared::Batched(redis, batched) = &self.shared {
+            if redis.is_up() {
+                batched.record(&key.render(), Clock::now(self.per));
+            }
+        }
     }
 
     /// Decide without counting.
@@ -92,14 +193,19 @@ pub struct Verdict {
 
 pub struct RateLimiter {
     limits: Vec<Limit>,
+    redis: Option<Arc<RedisShared>>,
 }
 
 impl RateLimiter {
     pub fn build(config: &Config) -> Result<RateLimiter, Vec<crate::config::Problem>> {
         let mut limits = Vec::new();
         let mut problems = Vec::new();
+        let redis = match config.redis.as_ref().map(RedisShared::new).transpose() {
+            Ok(r) => r.map(Arc::new),
+            Err(m) => return Err(vec![crate::config::Problem::new("redis.url", m)]),
+        };
         for (name, cfg) in &config.rate_limits {
-            match Limit::new(name, cfg) {
+            match Limit::with_backend(name, cfg, redis.as_ref()) {
                 Ok(l) => limits.push(l),
                 Err(m) => problems.push(crate::config::Problem::new(
                     format!("rate_limits.{name}.key"),
@@ -108,7 +214,7 @@ impl RateLimiter {
             }
         }
         if problems.is_empty() {
-            Ok(RateLimiter { limits })
+            Ok(RateLimiter { limits, redis })
         } else {
             Err(problems)
         }
@@ -123,48 +229,107 @@ impl RateLimiter {
     }
 
     /// Check the route's limits of one stage; all must pass, and only then is each counted.
-    /// Returns `None` when the route has no limit at this stage.
-    pub fn check(
+    /// Returns `None` when the route has no limit at this stage. Limits that need no I/O are
+    /// decided first; atomic Redis limits (which count as they admit) only if those passed.
+    pub async fn check(
         &self,
         route_limits: &[usize],
         stage: Stage,
         facts: &RequestFacts<'_>,
     ) -> Option<Verdict> {
-        let mut verdict: Option<Verdict> = None;
-        let mut refused = false;
+        let mut verdict = Tally::default();
+        let mut atomic = false;
         for &i in route_limits {
             let limit = &self.limits[i];
             if limit.stage != stage {
                 continue;
             }
-            let d = limit.peek(&key::value(&limit.kind, facts));
-            let replace = match &verdict {
-                None => true,
-                Some(v) if !d.allowed => {
-                    // Among refusals, report the one that keeps the client waiting longest.
-                    !refused || d.retry_after_secs > v.decision.retry_after_secs
-                }
-                Some(v) => !refused && tighter(&d, &v.decision),
-            };
-            if !d.allowed {
-                refused = true;
-            }
-            if replace {
-                verdict = Some(Verdict {
-                    decision: d,
-                    limit: i,
-                });
+            match limit.decide_now(&key::value(&limit.kind, facts)) {
+                Some(d) => verdict.add(d, i),
+                None => atomic = true,
             }
         }
-        if !refused && verdict.is_some() {
+        if atomic && !verdict.refused {
+            for &i in route_limits {
+                let limit = &self.limits[i];
+                if limit.stage == stage && matches!(limit.shared, Shared::Atomic(_)) {
+                    let d = limit.decide_atomic(&key::value(&limit.kind, facts)).await;
+                    verdict.add(d, i);
+                }
+            }
+        }
+        if !verdict.refused && verdict.best.is_some() {
             for &i in route_limits {
                 let limit = &self.limits[i];
                 if limit.stage == stage {
-                    limit.record(&key::value(&limit.kind, facts));
+                    limit.record_admitted(&key::value(&limit.kind, facts));
                 }
             }
         }
-        verdict
+        verdict.best
+    }
+
+    /// The background work of `sync: batched` limits, if any: a Pingora background service.
+    pub fn sync_task(&self) -> Option<BatchedSync> {
+        let redis = self.redis.clone()?;
+        let limits: Vec<(Arc<Batched>, Duration)> = self
+            .limits
+            .iter()
+            .filter_map(|l| match &l.shared {
+                Shared::Batched(_, b) => Some((b.clone(), l.per)),
+                _ => None,
+            })
+            .collect();
+        (!limits.is_empty()).then_some(BatchedSync { redis, limits })
+    }
+}
+
+/// Folds a stage's decisions into the one to report.
+#[derive(Default)]
+struct Tally {
+    best: Option<Verdict>,
+    refused: bool,
+}
+
+impl Tally {
+    fn add(&mut self, d: Decision, limit: usize) {
+        let replace = match &self.best {
+            None => true,
+            // Among refusals, report the one that keeps the client waiting longest.
+            Some(v) if !d.allowed => {
+                !self.refused || d.retry_after_secs > v.decision.retry_after_secs
+            }
+            Some(v) => !self.refused && tighter(&d, &v.decision),
+        };
+        if !d.allowed {
+            self.refused = true;
+        }
+        if replace {
+            self.best = Some(Verdict { decision: d, limit });
+        }
+    }
+}
+
+/// Pushes and pulls the counts of `sync: batched` limits every `redis.sync_interval`.
+pub struct BatchedSync {
+    redis: Arc<RedisShared>,
+    limits: Vec<(Arc<Batched>, Duration)>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for BatchedSync {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut tick = tokio::time::interval(self.redis.sync_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            for (batched, per) in &self.limits {
+                batched.sync(&self.redis, Clock::now(*per)).await;
+            }
+        }
     }
 }
 

@@ -1,0 +1,315 @@
+//! The Redis side of `backend: redis`: connections, the atomic sliding-window script, and the
+//! fail-open switch.
+//!
+//! Keys are `<prefix>:<limit>:<key>:<interval>`, the interval being wall-clock time divided by
+//! the limit's `per` (gateways of a fleet must agree on time; NTP is enough: a skew of `s`
+//! seconds shifts a boundary by `s`). Each holds the count admitted in that interval and
+//! expires after two intervals. The window estimate is the same as the local one:
+//! `prev × (1 − f) + curr`.
+//!
+//! A missing limiter must not take the API down (DESIGN.md): when Redis errors or is slower
+//! than `timeout`, decisions fall back to the in-process estimator, the failure is counted in
+//! `tollgate_ratelimit_backend_errors_total`, the transition is logged once, and Redis is tried
+//! again at most once a second until it answers.
+
+use crate::config::rate_limit::RedisConfig;
+use crate::observability::metrics::METRICS;
+use once_cell::sync::Lazy;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Check and count in one step, so that gateways racing on one key cannot both take the last
+/// slot. Returns `{admitted, prev, curr_before}`.
+const SLIDING_WINDOW_LUA: &str = r"
+local curr = tonumber(redis.call('GET', KEYS[1]) or '0')
+local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
+if prev * (1 - tonumber(ARGV[2])) + curr < tonumber(ARGV[1]) then
+  redis.call('INCR', KEYS[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return {1, prev, curr}
+end
+return {0, prev, curr}
+";
+
+static SLIDING_WINDOW: Lazy<redis::Script> = Lazy::new(|| redis::Script::new(SLIDING_WINDOW_LUA));
+
+/// A client for `url`, refusing what this build cannot do. The message never repeats the URL
+/// (it may hold a password).
+pub fn client_for(url: &str) -> Result<redis::Client, String> {
+    if url.starts_with("rediss://") || url.starts_with("valkeys://") {
+        return Err(
+            "TLS (rediss://) is not compiled into this build; use redis:// on a private network \
+             or a local TLS tunnel"
+                .into(),
+        );
+    }
+    redis::Client::open(url).map_err(|e| format!("invalid Redis URL ({:?})", e.kind()))
+}
+
+/// Where in time a decision is made: interval number and elapsed fraction, on the wall clock
+/// that every gateway of the fleet shares.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Clock {
+    pub interval: u64,
+    pub fraction: f64,
+}
+
+impl Clock {
+    pub fn now(per: Duration) -> Clock {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Clock::at(ms, per)
+    }
+
+    pub fn at(unix_ms: u64, per: Duration) -> Clock {
+        let per_ms = (per.as_millis() as u64).max(1);
+        Clock {
+            interval: unix_ms / per_ms,
+            fraction: (unix_ms % per_ms) as f64 / per_ms as f64,
+        }
+    }
+}
+
+/// Connections and health of one Redis server, shared by every limit that uses it.
+pub struct RedisShared {
+    client: redis::Client,
+    pool_size: usize,
+    pub timeout: Duration,
+    pub sync_interval: Duration,
+    prefix: String,
+    /// Created on first use: the connection manager must be made inside a Tokio runtime.
+    conns: OnceLock<Result<Vec<ConnectionManager>, String>>,
+    next: AtomicUsize,
+    up: AtomicBool,
+    started: Instant,
+    /// While down: milliseconds since `started` before which Redis is not tried again.
+    retry_at_ms: AtomicU64,
+}
+
+/// How long a failed Redis stays bypassed before one request tries it again.
+const RETRY_EVERY_MS: u64 = 1000;
+
+impl RedisShared {
+    pub fn new(cfg: &RedisConfig) -> Result<RedisShared, String> {
+        Ok(RedisShared {
+            client: client_for(&cfg.url)?,
+            pool_size: cfg.pool_size.max(1),
+            timeout: cfg.timeout.0,
+            sync_interval: cfg.sync_interval.0,
+            prefix: cfg.key_prefix.clone(),
+            conns: OnceLock::new(),
+            next: AtomicUsize::new(0),
+            up: AtomicBool::new(true),
+            started: Instant::now(),
+            retry_at_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// The Redis key of `limit`'s counters for `key`, without the interval suffix.
+    pub fn base_key(&self, limit: &str, key: &str) -> String {
+        format!("{}:{limit}:{key}", self.prefix)
+    }
+
+    /// The Redis key of `limit`'s counter for `key` in `interval`.
+    pub fn key(&self, limit: &str, key: &str, interval: u64) -> String {
+        format!("{}:{interval}", self.base_key(limit, key))
+    }
+
+    fn conn(&self) -> Result<ConnectionManager, String> {
+        let conns = self.conns.get_or_init(|| {
+            let cfg = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_secs(1));
+            (0..self.pool_size)
+                .map(|_| {
+                    ConnectionManager::new_lazy_with_config(self.client.clone(), cfg.clone())
+                        .map_err(|e| e.to_string())
+                })
+                .collect()
+        });
+        match conns {
+            Ok(list) => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % list.len();
+                Ok(list[i].clone())
+            }
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Whether a request should ask Redis now: always while it is up; while it is down, one
+    /// caller per second gets to probe it.
+    pub fn usable(&self) -> bool {
+        if self.up.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = self.now_ms();
+        let at = self.retry_at_ms.load(Ordering::Relaxed);
+        now >= at
+            && self
+                .retry_at_ms
+                .compare_exchange(
+                    at,
+                    now + RETRY_EVERY_MS,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn failed(&self, what: &str) {
+        METRICS.ratelimit_backend_errors.inc();
+        self.retry_at_ms
+            .store(self.now_ms() + RETRY_EVERY_MS, Ordering::Relaxed);
+        if self.up.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                "redis rate-limit backend unavailable ({what}); limits fall back to local estimates"
+            );
+        }
+    }
+
+    pub fn succeeded(&self) {
+        if !self.up.swap(true, Ordering::AcqRel) {
+            tracing::info!("redis rate-limit backend reachable again; shared limits enforced");
+        }
+    }
+
+    /// One atomic check-and-count. `None` when Redis failed (the caller falls back to local).
+    pub async fn check_atomic(
+        &self,
+        curr_key: &str,
+        prev_key: &str,
+        limit: u64,
+        clock: Clock,
+        per: Duration,
+    ) -> Option<(u64, u64)> {
+        let mut conn = match self.conn() {
+            Ok(c) => c,
+            Err(e) => {
+                self.failed(&e);
+                return None;
+            }
+        };
+        let ttl_ms = (per.as_millis() as u64).saturating_mul(2).max(1);
+        let mut invocation = SLIDING_WINDOW.key(curr_key);
+        invocation
+            .key(prev_key)
+            .arg(limit)
+            .arg(clock.fraction)
+            .arg(ttl_ms);
+        let call = invocation.invoke_async::<(u8, u64, u64)>(&mut conn);
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok((_admitted, prev, curr))) => {
+                self.succeeded();
+                Some((prev, curr))
+            }
+            Ok(Err(e)) => {
+                self.failed(&format!("{:?}", e.kind()));
+                None
+            }
+            Err(_) => {
+                self.failed("timeout");
+                None
+            }
+        }
+    }
+
+    /// Run a pipeline (batched sync) under the timeout; `None` on failure.
+    pub async fn pipeline(&self, pipe: &redis::Pipeline) -> Option<Vec<Option<u64>>> {
+        let mut conn = match self.conn() {
+            Ok(c) => c,
+            Err(e) => {
+                self.failed(&e);
+                return None;
+            }
+        };
+        let call = pipe.query_async::<Vec<Option<u64>>>(&mut conn);
+        // A sync carries many keys: allow it the interval, not just one command's timeout.
+        let limit = self.timeout.max(self.sync_interval);
+        match tokio::time::timeout(limit, call).await {
+            Ok(Ok(v)) => {
+                self.succeeded();
+                Some(v)
+            }
+            Ok(Err(e)) => {
+                self.failed(&format!("{:?}", e.kind()));
+                None
+            }
+            Err(_) => {
+                self.failed("timeout");
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_splits_wall_time_into_intervals() {
+        let c = Clock::at(125_500, Duration::from_secs(60));
+        assert_eq!(c.interval, 2);
+        assert!((c.fraction - 5.5 / 60.0).abs() < 1e-9);
+        assert_eq!(Clock::at(0, Duration::from_secs(1)).fraction, 0.0);
+    }
+
+    #[test]
+    fn urls_are_checked_without_echoing_secrets() {
+        assert!(client_for("redis://127.0.0.1:6379/0").is_ok());
+        assert!(client_for("redis://:pw@127.0.0.1:6379").is_ok());
+        let e = client_for("rediss://:hunter2@cache:6380").unwrap_err();
+        assert!(e.contains("TLS") && !e.contains("hunter2"), "{e}");
+        let e = client_for("http://:hunter2@cache").unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn keys_name_the_prefix_limit_key_and_interval() {
+        let shared = RedisShared::new(&RedisConfig {
+            url: "redis://127.0.0.1:1".into(),
+            pool_size: 1,
+            timeout: crate::config::HumanDuration(Duration::from_millis(50)),
+            sync_interval: crate::config::HumanDuration(Duration::from_millis(100)),
+            key_prefix: "tg".into(),
+        })
+        .expect("valid");
+        assert_eq!(
+            shared.key("per_ip", "10.0.0.1", 42),
+            "tg:per_ip:10.0.0.1:42"
+        );
+    }
+
+    /// Without a reachable server: one failure flips to local, and Redis is probed again only
+    /// after the back-off.
+    #[test]
+    fn failures_switch_to_local_and_probe_sparingly() {
+        let shared = RedisShared::new(&RedisConfig {
+            url: "redis://127.0.0.1:1".into(),
+            pool_size: 1,
+            timeout: crate::config::HumanDuration(Duration::from_millis(50)),
+            sync_interval: crate::config::HumanDuration(Duration::from_millis(100)),
+            key_prefix: "tg".into(),
+        })
+        .expect("valid");
+        assert!(shared.usable());
+        shared.failed("test");
+        assert!(!shared.is_up());
+        assert!(!shared.usable(), "no probe during the back-off");
+        shared.succeeded();
+        assert!(shared.usable());
+    }
+}

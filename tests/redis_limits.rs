@@ -1,0 +1,240 @@
+//! Cluster-wide rate limits through a real Redis server (issue 9): two real gateway processes
+//! share one limit; Redis dying makes limits fail open (counted), Redis coming back makes them
+//! shared again. `redis-server` is started by the test on a loopback port and stopped by pid
+//! (CI installs it). Every loop is bounded in count and time.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A `redis-server` child on 127.0.0.1, no persistence: a restart starts empty.
+struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let mut r = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        r.launch();
+        r
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(child) = self.child.take() {
+            kill_and_reap(child);
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn config(redis: &RedisServer, backend: &Backend, limit: &str) -> String {
+    format!(
+        "redis: {{url: \"{}\", timeout: 100ms, sync_interval: 100ms}}
+rate_limits:
+  shared:
+    key: client_ip
+    {limit}
+    backend: redis
+upstreams:
+{}
+routes:
+  - name: all
+    match: {{path_prefix: /}}
+    upstream: pool
+    rate_limit: shared
+",
+        redis.url(),
+        upstream_yaml("pool", &[backend], &[])
+    )
+}
+
+/// Sends `rate` requests per second for `warmup + seconds` seconds, alternating between the
+/// gateways; returns how many were admitted (200) after the warm-up, and checks that every
+/// other answer is a proper 429. The warm-up lets the first window's burst pass: a client that
+/// starts mid-interval gets a full window's worth at once, whatever the backend.
+async fn spread_load(gws: &[&Gateway], rate: u32, warmup: u32, seconds: u32) -> usize {
+    let total = rate * (warmup + seconds);
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    let mut admitted = 0;
+    for i in 0..total {
+        tick.tick().await;
+        let gw = gws[i as usize % gws.len()];
+        let r = gw.get("/x").await;
+        match r.status {
+            200 if i >= rate * warmup => admitted += 1,
+            200 => {}
+            429 => {
+                r.assert_gateway_error(429, "rate_limited");
+            }
+            other => panic!("request {i}: unexpected {other}: {r}"),
+        }
+    }
+    admitted
+}
+
+async fn shared_limit_holds_across_two_gateways(sync: &str, tolerance: f64) {
+    let redis = RedisServer::start();
+    let backend = Backend::start("b").await;
+    // 1 s windows: three of them measured (after one of warm-up), at 3× the limit.
+    let limit = 30;
+    let yaml = config(
+        &redis,
+        &backend,
+        &format!("requests: {limit}\n    per: 1s\n    sync: {sync}"),
+    );
+    let a = Gateway::start(&yaml).await;
+    let b = Gateway::start(&yaml).await;
+    let seconds = 3;
+    let admitted = spread_load(&[&a, &b], 3 * limit, 1, seconds).await as f64;
+    let expected = f64::from(limit * seconds);
+    assert!(
+        (admitted - expected).abs() <= expected * tolerance,
+        "sync {sync}: admitted {admitted} across both gateways, want {expected} ± {}%",
+        tolerance * 100.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_mode_shares_one_limit_between_two_gateways() {
+    shared_limit_holds_across_two_gateways("atomic", 0.10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_mode_shares_one_limit_between_two_gateways() {
+    shared_limit_holds_across_two_gateways("batched", 0.25).await;
+}
+
+fn backend_errors(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("tollgate_ratelimit_backend_errors_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Redis dies: a gateway whose own count is low keeps serving (fail open) and counts the
+/// errors. Redis comes back (empty): a gateway whose own count is exhausted serves again —
+/// so the shared count decides, not the local one — and the shared limit is enforced again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fails_open_and_recovery_restores_the_shared_limit() {
+    let mut redis = RedisServer::start();
+    let backend = Backend::start("b").await;
+    // One-hour windows: no interval boundary falls inside the test (in all but ~0.2% of runs).
+    let yaml = config(&redis, &backend, "requests: 10\n    per: 1h");
+    let a = Gateway::start(&yaml).await;
+    let b = Gateway::start(&yaml).await;
+
+    for i in 0..10 {
+        let r = a.get("/x").await;
+        assert_eq!(r.status, 200, "request {i} within the limit: {r}");
+        assert_eq!(r.header("x-ratelimit-limit"), Some("10"));
+    }
+    let r = b.get("/x").await;
+    r.assert_gateway_error(429, "rate_limited");
+    assert!(r.header("retry-after").is_some(), "{r}");
+    assert_eq!(r.header("x-ratelimit-remaining"), Some("0"), "{r}");
+
+    redis.kill();
+    for i in 0..3 {
+        let r = b.get("/x").await;
+        assert_eq!(
+            r.status, 200,
+            "Redis down: b fails open to its own count (request {i}): {r}"
+        );
+        assert!(
+            r.header("x-ratelimit-limit").is_some(),
+            "headers as in local mode: {r}"
+        );
+    }
+    let m = b.admin_get("/metrics").await.text();
+    assert!(backend_errors(&m) >= 1.0, "errors counted: {m}");
+
+    redis.launch();
+    // The backend is probed again at most once a second; a's own count (10) would refuse.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut recovered = false;
+    while Instant::now() < deadline {
+        if a.get("/x").await.status == 200 {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "a is served again once Redis (empty) is back");
+    for _ in 0..9 {
+        assert_eq!(a.get("/x").await.status, 200);
+    }
+    let r = b.get("/x").await;
+    r.assert_gateway_error(429, "rate_limited");
+}
+
+#[test]
+fn redis_backend_without_redis_section_fails_check() {
+    let (code, _out, err) = check(
+        "rate_limits:\n  l: {key: client_ip, requests: 5, per: 1s, backend: redis}\nupstreams:\n  u:\n    backends: [\"127.0.0.1:1\"]\nroutes:\n  - {name: r, upstream: u, rate_limit: l}\n",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("rate_limits.l.backend"), "{err}");
+    assert!(err.contains("redis:"), "{err}");
+}
+
+#[test]
+fn bad_redis_sections_fail_check_with_their_paths() {
+    let (code, _out, err) = check(
+        "redis: {url: \"rediss://:secretpw@cache:6380\", pool_size: 0, timeout: 0s, sync_interval: 1ms}\nrate_limits:\n  l: {key: client_ip, requests: 5, per: 1s, sync: batched}\nupstreams:\n  u:\n    backends: [\"127.0.0.1:1\"]\nroutes:\n  - {name: r, upstream: u, rate_limit: l}\n",
+    );
+    assert_ne!(code, 0);
+    for path in [
+        "redis.url",
+        "redis.pool_size",
+        "redis.timeout",
+        "redis.sync_interval",
+        "rate_limits.l.sync",
+    ] {
+        assert!(err.contains(path), "{path} missing in: {err}");
+    }
+    assert!(
+        !err.contains("secretpw"),
+        "the password is never printed: {err}"
+    );
+}
