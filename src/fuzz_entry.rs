@@ -9,6 +9,7 @@
 use crate::auth::jwt::JwtProvider;
 use crate::config::auth::JwtProviderConfig;
 use crate::config::{Config, Problems};
+use crate::listener::head_scan::{HeadScan, Scan};
 use crate::routing::normalize::{normalize, PathError};
 use crate::transform::json_paths::{Mode, Rules};
 use crate::transform::json_strip::{JsonStripper, StripError, MAX_KEY};
@@ -306,4 +307,107 @@ fn hermetic(config: &Config) -> bool {
             .all(small_file_or_missing)
     });
     backends_ok && files_ok
+}
+
+/// The request-head scanner (`listener::head_scan`), which finds where each head ends (for the
+/// head deadline) and refuses bare CR/LF and `Content-Length` with `Transfer-Encoding` before
+/// Pingora parses the head. Reads are cut anywhere, so the outcome must not depend on where
+/// (whole, split at a data-derived point, byte by byte; `End` counted from the start of the
+/// input), and it must equal the independent reference model below: the same `Malformed`
+/// reason, `End` at the same offset, or `More`. A head must also end the same way without the
+/// bytes after it. (httparse is only a transitive dependency, so no comparison with it.)
+pub fn http_head(data: &[u8]) {
+    let show = || data.escape_ascii().to_string();
+    // The last byte: bytes after the head do not change the outcome, so the fuzzer can pick
+    // any cut without disturbing the head.
+    let cut = data
+        .last()
+        .map_or(0, |&b| usize::from(b) % (data.len() + 1));
+    let whole = scan_chunks([data]);
+    let split = scan_chunks([&data[..cut], &data[cut..]]);
+    assert_eq!(whole, split, "split at {cut}: {}", show());
+    assert_eq!(
+        whole,
+        scan_chunks(data.chunks(1)),
+        "byte by byte: {}",
+        show()
+    );
+    assert_eq!(
+        whole,
+        head_ref(data),
+        "differs from the reference: {}",
+        show()
+    );
+    if let Scan::End(n) = whole {
+        assert_eq!(scan_chunks([&data[..n]]), whole, "head alone: {}", show());
+    }
+}
+
+/// Feeds the reads in order as the listener does, stopping at the first answer that is not
+/// `More`; `End` is returned as an offset into the concatenated input.
+fn scan_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Scan {
+    let mut scan = HeadScan::new();
+    let mut offset = 0;
+    for chunk in chunks {
+        match scan.feed(chunk) {
+            Scan::More => offset += chunk.len(),
+            Scan::End(n) => {
+                assert!(
+                    0 < n && n <= chunk.len(),
+                    "End({n}) outside a {}-byte read",
+                    chunk.len()
+                );
+                return Scan::End(offset + n);
+            }
+            malformed => return malformed,
+        }
+    }
+    Scan::More
+}
+
+/// Reference model on the whole input, by searching it rather than with carried state: the
+/// head starts after any leading CRLFs and ends after the first `CRLFCRLF` from there. A lone
+/// LF or CR is noticed at the LF, or at the byte after the CR (a CR at the very end may still
+/// be followed by LF), and wins if noticed before the head ends. A complete head is refused if
+/// its field lines (after the request line) name both framing headers before their first `:`.
+fn head_ref(data: &[u8]) -> Scan {
+    let mut start = 0;
+    while data[start..].starts_with(b"\r\n") {
+        start += 2;
+    }
+    let end = data[start..]
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| start + p + 4);
+    // A lone CR at i is noticed at i + 1, a lone LF at j at j; j == i + 1 would be a CRLF, so
+    // the lowest position in the data is also the first noticed.
+    let lone = (0..data.len()).find_map(|i| match data[i] {
+        b'\n' if i == 0 || data[i - 1] != b'\r' => Some((i, "bare LF in request head")),
+        b'\r' if data.get(i + 1).is_some_and(|&b| b != b'\n') => {
+            Some((i + 1, "bare CR in request head"))
+        }
+        _ => None,
+    });
+    if let Some((at, why)) = lone {
+        if end.is_none_or(|end| at < end) {
+            return Scan::Malformed(why);
+        }
+    }
+    let Some(end) = end else {
+        return Scan::More;
+    };
+    // Every line break in the head is a CRLF here, so splitting at LF leaves a CR on each line.
+    let (mut content_length, mut transfer_encoding) = (false, false);
+    for line in data[start..end - 2].split(|&b| b == b'\n').skip(1) {
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let name = &line[..colon];
+            content_length |= name.eq_ignore_ascii_case(b"content-length");
+            transfer_encoding |= name.eq_ignore_ascii_case(b"transfer-encoding");
+        }
+    }
+    if content_length && transfer_encoding {
+        Scan::Malformed("both Content-Length and Transfer-Encoding")
+    } else {
+        Scan::End(end)
+    }
 }

@@ -64,3 +64,8 @@ fn jwt_header_corpus() {
 fn config_load_corpus() {
     replay("config_load", tollgate::fuzz_entry::config_load);
 }
+
+#[test]
+fn http_head_corpus() {
+    replay("http_head", tollgate::fuzz_entry::http_head);
+}
