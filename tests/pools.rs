@@ -606,3 +606,28 @@ async fn circuit_breaker_opens_then_recovers() {
         .text();
     assert_eq!(metric(&m).as_deref(), Some("0"), "closed again");
 }
+
+/// Passive health on answers, not only on connects: a backend answering 500 to everything (half
+/// of the pool's traffic) is ejected after `consecutive_failures`, and the client error rate
+/// drops to zero while it is out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_answering_500_is_ejected_and_errors_stop() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let gw = Gateway::start(&pool_config(
+        &[&a, &b],
+        &[
+            "health_check: {type: tcp, interval: 1h, timeout: 1s}",
+            "retries: 0",
+            "passive_health: {consecutive_failures: 3, base_ejection: 30s, max_ejection: 1m}",
+        ],
+    ))
+    .await;
+    a.set_fail_status(Some(500));
+    let before: Vec<u16> = get_n(&gw, 20).await.iter().map(|r| r.status).collect();
+    let errors = before.iter().filter(|s| **s == 500).count();
+    assert_eq!(errors, 3, "exactly the failures that eject a: {before:?}");
+    let a_hits = a.hits();
+    assert_all_ok(&get_n(&gw, 20).await, "a ejected");
+    assert_eq!(a.hits(), a_hits, "no request reaches the ejected backend");
+}
