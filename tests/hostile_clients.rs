@@ -10,17 +10,6 @@ use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn one_backend(b: &Backend) -> String {
-    format!(
-        "upstreams:\n{}\nroutes:
-  - name: all
-    match: {{path_prefix: /}}
-    upstream: pool
-",
-        upstream_yaml("pool", &[b], &[])
-    )
-}
-
 /// Reads whatever the gateway sends until it closes (bounded); `None` if still open at `limit`.
 async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Vec<u8>> {
     let mut got = Vec::new();
@@ -39,7 +28,7 @@ async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> Option<Ve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_head_is_cut_off_while_others_are_served() {
     let b = Backend::start("b").await;
-    let gw = Gateway::start_with(&["header_read_timeout: 1s"], &one_backend(&b)).await;
+    let gw = Gateway::start_with(&["header_read_timeout: 1s"], &pool_config(&[&b], &[])).await;
     let mut slow = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
     let started = Instant::now();
     let head = b"GET /slowloris HTTP/1.1\r\nHost: x\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
@@ -96,7 +85,7 @@ async fn slowloris_head_is_cut_off_while_others_are_served() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connection_gets_408_and_is_closed() {
     let b = Backend::start("b").await;
-    let gw = Gateway::start_with(&["header_read_timeout: 500ms"], &one_backend(&b)).await;
+    let gw = Gateway::start_with(&["header_read_timeout: 500ms"], &pool_config(&[&b], &[])).await;
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
     let got = read_until_closed(&mut s, Duration::from_secs(5))
         .await
@@ -113,7 +102,7 @@ async fn silent_connection_gets_408_and_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_body_and_later_requests_are_not_cut_by_the_head_deadline() {
     let b = Backend::start("b").await;
-    let gw = Gateway::start_with(&["header_read_timeout: 700ms"], &one_backend(&b)).await;
+    let gw = Gateway::start_with(&["header_read_timeout: 700ms"], &pool_config(&[&b], &[])).await;
     let mut conn = RawConn::connect(gw.port).await;
     let r = conn
         .request("GET /first HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -150,7 +139,7 @@ async fn slow_body_and_later_requests_are_not_cut_by_the_head_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keepalive_connection_is_closed_after_idle_timeout() {
     let b = Backend::start("b").await;
-    let gw = Gateway::start_with(&["idle_timeout: 1s"], &one_backend(&b)).await;
+    let gw = Gateway::start_with(&["idle_timeout: 1s"], &pool_config(&[&b], &[])).await;
     let mut conn = RawConn::connect(gw.port).await;
     let r = conn
         .request("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -172,7 +161,7 @@ async fn oversized_or_too_many_headers_get_431() {
     let b = Backend::start("b").await;
     let gw = Gateway::start_with(
         &["max_header_bytes: 16KiB", "max_headers: 50"],
-        &one_backend(&b),
+        &pool_config(&[&b], &[]),
     )
     .await;
     let big = "a".repeat(100 * 1024);
@@ -206,7 +195,7 @@ async fn oversized_or_too_many_headers_get_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_mebibyte_head_is_refused_without_crashing() {
     let b = Backend::start("b").await;
-    let gw = Gateway::start(&one_backend(&b)).await;
+    let gw = Gateway::start(&pool_config(&[&b], &[])).await;
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
     let big = "a".repeat(2 * 1024 * 1024);
     let _ = s
@@ -229,7 +218,7 @@ async fn connections_over_max_connections_get_503_and_close() {
     let b = Backend::start("b").await;
     let gw = Gateway::start_with(
         &["max_connections: 2", "header_read_timeout: 10s"],
-        &one_backend(&b),
+        &pool_config(&[&b], &[]),
     )
     .await;
     let mut first = RawConn::connect(gw.port).await;

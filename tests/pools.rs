@@ -7,18 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Routes everything to upstream `pool` with the given backends and upstream options.
-fn pool_config(backends: &[&Backend], extra: &[&str]) -> String {
-    format!(
-        "upstreams:\n{}\nroutes:
-  - name: all
-    match: {{path_prefix: /}}
-    upstream: pool
-",
-        upstream_yaml("pool", backends, extra)
-    )
-}
-
 /// How long a backend may take to leave the rotation after it dies: 2 health-check intervals
 /// (200 ms each) plus one check timeout (200 ms), with generous slack for a loaded test machine.
 const LEAVE_BOUND: Duration = Duration::from_millis(1500);

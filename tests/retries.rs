@@ -9,15 +9,12 @@ use std::time::Duration;
 
 use common::*;
 
-fn pool_config(backends: &[&Backend], extra: &[&str]) -> String {
-    format!(
-        "upstreams:\n{}\nroutes:
-  - name: all
-    match: {{path_prefix: /}}
-    upstream: pool
-",
-        upstream_yaml("pool", backends, extra)
-    )
+/// Backends `a` and `b` behind a gateway whose upstream `pool` has the given options.
+async fn pair(extra: &[&str]) -> (Backend, Backend, Gateway) {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let gw = Gateway::start(&pool_config(&[&a, &b], extra)).await;
+    (a, b, gw)
 }
 
 /// No active checks: these tests are about what happens to requests, not the rotation.
@@ -32,18 +29,13 @@ fn metric(text: &str, prefix: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_answered_503_is_retried_on_the_other_backend() {
-    let a = Backend::start("a").await;
-    let b = Backend::start("b").await;
-    let gw = Gateway::start(&pool_config(
-        &[&a, &b],
-        &[
-            NO_ACTIVE,
-            "retries: 1",
-            "retry_on: {statuses: [503], backoff: 1ms, max_backoff: 5ms}",
-            // Room for every retry here; the budget has its own test.
-            "retry_budget: {ratio: 1, min_per_second: 100}",
-        ],
-    ))
+    let (a, b, gw) = pair(&[
+        NO_ACTIVE,
+        "retries: 1",
+        "retry_on: {statuses: [503], backoff: 1ms, max_backoff: 5ms}",
+        // Room for every retry here; the budget has its own test.
+        "retry_budget: {ratio: 1, min_per_second: 100}",
+    ])
     .await;
     a.set_fail_status(Some(503));
     for i in 0..20 {
@@ -67,16 +59,11 @@ async fn get_answered_503_is_retried_on_the_other_backend() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_is_never_retried_after_it_was_sent() {
-    let a = Backend::start("a").await;
-    let b = Backend::start("b").await;
-    let gw = Gateway::start(&pool_config(
-        &[&a, &b],
-        &[
-            NO_ACTIVE,
-            "retries: 2",
-            "retry_on: {statuses: [503], errors: [reset], backoff: 1ms, max_backoff: 5ms}",
-        ],
-    ))
+    let (a, b, gw) = pair(&[
+        NO_ACTIVE,
+        "retries: 2",
+        "retry_on: {statuses: [503], errors: [reset], backoff: 1ms, max_backoff: 5ms}",
+    ])
     .await;
     a.set_fail_status(Some(503));
     let c = client();
@@ -104,13 +91,7 @@ async fn post_is_never_retried_after_it_was_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statuses_not_listed_pass_through_untouched() {
-    let a = Backend::start("a").await;
-    let b = Backend::start("b").await;
-    let gw = Gateway::start(&pool_config(
-        &[&a, &b],
-        &[NO_ACTIVE, "retries: 1", "retry_on: {statuses: [502]}"],
-    ))
-    .await;
+    let (a, b, gw) = pair(&[NO_ACTIVE, "retries: 1", "retry_on: {statuses: [502]}"]).await;
     a.set_fail_status(Some(503));
     b.set_fail_status(Some(503));
     for i in 0..6 {
@@ -126,16 +107,11 @@ async fn statuses_not_listed_pass_through_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reset_is_retried_only_when_listed() {
-    let a = Backend::start("a").await;
-    let b = Backend::start("b").await;
-    let listed = Gateway::start(&pool_config(
-        &[&a, &b],
-        &[
-            NO_ACTIVE,
-            "retries: 1",
-            "retry_on: {errors: [reset], backoff: 1ms, max_backoff: 5ms}",
-        ],
-    ))
+    let (a, b, listed) = pair(&[
+        NO_ACTIVE,
+        "retries: 1",
+        "retry_on: {errors: [reset], backoff: 1ms, max_backoff: 5ms}",
+    ])
     .await;
     let fresh = client_no_keepalive();
     for i in 0..4 {
@@ -193,17 +169,12 @@ async fn read_timeout_is_retried_when_listed() {
 /// failing requests gets at most a retry or two (the floor of one or two seconds).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_budget_bounds_extra_attempts() {
-    let a = Backend::start("a").await;
-    let b = Backend::start("b").await;
-    let gw = Gateway::start(&pool_config(
-        &[&a, &b],
-        &[
-            NO_ACTIVE,
-            "retries: 1",
-            "retry_on: {statuses: [503], backoff: 1ms, max_backoff: 5ms}",
-            "retry_budget: {ratio: 0, min_per_second: 1}",
-        ],
-    ))
+    let (a, b, gw) = pair(&[
+        NO_ACTIVE,
+        "retries: 1",
+        "retry_on: {statuses: [503], backoff: 1ms, max_backoff: 5ms}",
+        "retry_budget: {ratio: 0, min_per_second: 1}",
+    ])
     .await;
     a.set_fail_status(Some(503));
     b.set_fail_status(Some(503));

@@ -217,18 +217,9 @@ impl Batched {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::rate_limit::RedisConfig;
-    use crate::config::HumanDuration;
 
     fn shared() -> RedisShared {
-        RedisShared::new(&RedisConfig {
-            url: "redis://127.0.0.1:1".into(),
-            pool_size: 1,
-            timeout: HumanDuration(Duration::from_millis(50)),
-            sync_interval: HumanDuration(Duration::from_millis(100)),
-            key_prefix: "tg".into(),
-        })
-        .expect("valid")
+        super::super::redis_backend::unreachable()
     }
 
     fn at(interval: u64, fraction: f64) -> Clock {

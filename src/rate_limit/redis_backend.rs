@@ -195,13 +195,7 @@ impl RedisShared {
         clock: Clock,
         per: Duration,
     ) -> Option<(u64, u64)> {
-        let mut conn = match self.conn() {
-            Ok(c) => c,
-            Err(e) => {
-                self.failed(&e);
-                return None;
-            }
-        };
+        let mut conn = self.connection()?;
         let ttl_ms = (per.as_millis() as u64).saturating_mul(2).max(1);
         let mut invocation = SLIDING_WINDOW.key(curr_key);
         invocation
@@ -210,34 +204,29 @@ impl RedisShared {
             .arg(clock.fraction)
             .arg(ttl_ms);
         let call = invocation.invoke_async::<(u8, u64, u64)>(&mut conn);
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok((_admitted, prev, curr))) => {
-                self.succeeded();
-                Some((prev, curr))
-            }
-            Ok(Err(e)) => {
-                self.failed(&format!("{:?}", e.kind()));
-                None
-            }
-            Err(_) => {
-                self.failed("timeout");
-                None
-            }
-        }
+        let (_admitted, prev, curr) = self.settle(self.timeout, call).await?;
+        Some((prev, curr))
     }
 
     /// Run a pipeline (batched sync) under the timeout; `None` on failure.
     pub async fn pipeline(&self, pipe: &redis::Pipeline) -> Option<Vec<Option<u64>>> {
-        let mut conn = match self.conn() {
-            Ok(c) => c,
-            Err(e) => {
-                self.failed(&e);
-                return None;
-            }
-        };
+        let mut conn = self.connection()?;
         let call = pipe.query_async::<Vec<Option<u64>>>(&mut conn);
         // A sync carries many keys: allow it the interval, not just one command's timeout.
-        let limit = self.timeout.max(self.sync_interval);
+        self.settle(self.timeout.max(self.sync_interval), call)
+            .await
+    }
+
+    fn connection(&self) -> Option<ConnectionManager> {
+        self.conn().map_err(|e| self.failed(&e)).ok()
+    }
+
+    /// Await a Redis call under `limit`, recording success or failure for the fail-open switch.
+    async fn settle<T>(
+        &self,
+        limit: Duration,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Option<T> {
         match tokio::time::timeout(limit, call).await {
             Ok(Ok(v)) => {
                 self.succeeded();
@@ -253,6 +242,20 @@ impl RedisShared {
             }
         }
     }
+}
+
+/// A server nobody listens on (port 1), key prefix `tg`: for unit tests that must not touch
+/// the network.
+#[cfg(test)]
+pub(crate) fn unreachable() -> RedisShared {
+    RedisShared::new(&RedisConfig {
+        url: "redis://127.0.0.1:1".into(),
+        pool_size: 1,
+        timeout: crate::config::HumanDuration(Duration::from_millis(50)),
+        sync_interval: crate::config::HumanDuration(Duration::from_millis(100)),
+        key_prefix: "tg".into(),
+    })
+    .expect("a valid test config")
 }
 
 #[cfg(test)]
@@ -279,14 +282,7 @@ mod tests {
 
     #[test]
     fn keys_name_the_prefix_limit_key_and_interval() {
-        let shared = RedisShared::new(&RedisConfig {
-            url: "redis://127.0.0.1:1".into(),
-            pool_size: 1,
-            timeout: crate::config::HumanDuration(Duration::from_millis(50)),
-            sync_interval: crate::config::HumanDuration(Duration::from_millis(100)),
-            key_prefix: "tg".into(),
-        })
-        .expect("valid");
+        let shared = unreachable();
         assert_eq!(
             shared.key("per_ip", "10.0.0.1", 42),
             "tg:per_ip:10.0.0.1:42"
@@ -297,14 +293,7 @@ mod tests {
     /// after the back-off.
     #[test]
     fn failures_switch_to_local_and_probe_sparingly() {
-        let shared = RedisShared::new(&RedisConfig {
-            url: "redis://127.0.0.1:1".into(),
-            pool_size: 1,
-            timeout: crate::config::HumanDuration(Duration::from_millis(50)),
-            sync_interval: crate::config::HumanDuration(Duration::from_millis(100)),
-            key_prefix: "tg".into(),
-        })
-        .expect("valid");
+        let shared = unreachable();
         assert!(shared.usable());
         shared.failed("test");
         assert!(!shared.is_up());

@@ -320,6 +320,18 @@ pub fn upstream_yaml(name: &str, backends: &[&Backend], extra: &[&str]) -> Strin
     s
 }
 
+/// A config routing everything to upstream `pool` with the given backends and upstream options.
+pub fn pool_config(backends: &[&Backend], extra: &[&str]) -> String {
+    format!(
+        "upstreams:\n{}\nroutes:
+  - name: all
+    match: {{path_prefix: /}}
+    upstream: pool
+",
+        upstream_yaml("pool", backends, extra)
+    )
+}
+
 /// The fast health check used by pool tests.
 pub const FAST_HEALTH: &str = "health_check: {type: http, path: /health, interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 2}";
 
