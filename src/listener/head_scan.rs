@@ -44,14 +44,30 @@ impl HeadScan {
     }
 
     pub fn feed(&mut self, bytes: &[u8]) -> Scan {
-        for (i, &b) in bytes.iter().enumerate() {
+        let mut i = 0;
+        while i < bytes.len() {
+            if !self.after_cr && !self.in_name && self.line_len > 0 {
+                // Inside the request line or a field value: nothing matters until CR or LF.
+                match memchr::memchr2(b'\r', b'\n', &bytes[i..]) {
+                    None => {
+                        self.line_len += bytes.len() - i;
+                        return Scan::More;
+                    }
+                    Some(k) => {
+                        self.line_len += k;
+                        i += k;
+                    }
+                }
+            }
+            let b = bytes[i];
+            i += 1;
             if self.after_cr {
                 if b != b'\n' {
                     return Scan::Malformed("bare CR in request head");
                 }
                 self.after_cr = false;
                 if let Some(done) = self.end_line() {
-                    return done.map_or(Scan::End(i + 1), Scan::Malformed);
+                    return done.map_or(Scan::End(i), Scan::Malformed);
                 }
                 continue;
             }
