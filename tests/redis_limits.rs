@@ -13,13 +13,22 @@ use common::*;
 /// A `redis-server` child on 127.0.0.1, no persistence: a restart starts empty.
 struct RedisServer {
     port: u16,
+    /// Listener arguments (`--port P`, or the TLS set).
+    listen: Vec<String>,
     child: Option<Child>,
 }
 
 impl RedisServer {
     fn start() -> RedisServer {
+        Self::start_with(|port| vec!["--port".into(), port.to_string()])
+    }
+
+    /// `listen(port)`: the arguments that make the server listen on `port`.
+    fn start_with(listen: impl FnOnce(u16) -> Vec<String>) -> RedisServer {
+        let port = free_port();
         let mut r = RedisServer {
-            port: free_port(),
+            port,
+            listen: listen(port),
             child: None,
         };
         r.launch();
@@ -28,16 +37,8 @@ impl RedisServer {
 
     fn launch(&mut self) {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(&self.listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -221,7 +222,7 @@ fn redis_backend_without_redis_section_fails_check() {
 #[test]
 fn bad_redis_sections_fail_check_with_their_paths() {
     let (code, _out, err) = check(
-        "redis: {url: \"rediss://:secretpw@cache:6380\", pool_size: 0, timeout: 0s, sync_interval: 1ms}\nrate_limits:\n  l: {key: client_ip, requests: 5, per: 1s, sync: batched}\nupstreams:\n  u:\n    backends: [\"127.0.0.1:1\"]\nroutes:\n  - {name: r, upstream: u, rate_limit: l}\n",
+        "redis: {url: \"redis+bogus://:secretpw@cache:6380\", pool_size: 0, timeout: 0s, sync_interval: 1ms}\nrate_limits:\n  l: {key: client_ip, requests: 5, per: 1s, sync: batched}\nupstreams:\n  u:\n    backends: [\"127.0.0.1:1\"]\nroutes:\n  - {name: r, upstream: u, rate_limit: l}\n",
     );
     assert_ne!(code, 0);
     for path in [
@@ -237,4 +238,113 @@ fn bad_redis_sections_fail_check_with_their_paths() {
         !err.contains("secretpw"),
         "the password is never printed: {err}"
     );
+}
+
+/// `rediss://`: the shared limit works over TLS, with the server's certificate verified against
+/// a CA the operator trusts (here a throwaway one, given through `SSL_CERT_FILE` as an operator
+/// would add it to the system store). If the handshake or the verification failed, decisions
+/// would fall back to the local estimate and `tollgate_ratelimit_backend_errors_total` would
+/// move (checked: without the CA this test fails on that counter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_limit_over_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl must be installed")
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("san.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    let path = |f: &str| d.join(f).display().to_string();
+    let redis = RedisServer::start_with(|port| {
+        vec![
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            path("server.pem"),
+            "--tls-key-file".into(),
+            path("server.key"),
+            "--tls-ca-cert-file".into(),
+            path("ca.pem"),
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ]
+    });
+    let port = redis.port;
+    // The gateway's TLS roots come from the system store, which honours SSL_CERT_FILE.
+    std::env::set_var("SSL_CERT_FILE", path("ca.pem"));
+    let backend = Backend::start("b").await;
+    let gw = Gateway::start(&format!(
+        "redis: {{url: \"rediss://127.0.0.1:{port}\", timeout: 500ms}}
+rate_limits:
+  shared: {{key: client_ip, requests: 3, per: 1h, backend: redis}}
+upstreams:
+{}
+routes:
+  - name: all
+    match: {{path_prefix: /}}
+    upstream: pool
+    rate_limit: shared
+",
+        upstream_yaml("pool", &[&backend], &[])
+    ))
+    .await;
+    for i in 0..3 {
+        assert_eq!(gw.get("/x").await.status, 200, "request {i}");
+    }
+    gw.get("/x").await.assert_gateway_error(429, "rate_limited");
+    let m = gw.admin_get("/metrics").await.text();
+    assert_eq!(backend_errors(&m), 0.0, "no TLS failure: {m}");
 }
