@@ -600,16 +600,21 @@ impl ProxyHttp for Gateway {
             e.set_retry(true);
             return e;
         }
-        let failure = Failure::of_error(&e);
-        if let (Some(_), Some(route), Some(addr), false) =
-            (failure, self.route(ctx), ctx.backend, ctx.outcome_recorded)
-        {
-            route.pool.record_outcome(&addr, true);
-            ctx.outcome_recorded = true;
-        }
-        if failure.is_some_and(|f| self.retry_after_send(session, ctx, f)) {
-            e.set_retry(true);
-            return e;
+        // A pooled connection that the backend closed while it sat idle is keep-alive churn,
+        // not a failure of the backend: it is neither counted against it nor spends the retry
+        // budget; Pingora's own rule below sends the request again.
+        let stale = client_reused && matches!(e.retry, pingora::RetryType::ReusedOnly);
+        if let Some(failure) = Failure::of_error(&e).filter(|_| !stale) {
+            if let (Some(route), Some(addr), false) =
+                (self.route(ctx), ctx.backend, ctx.outcome_recorded)
+            {
+                route.pool.record_outcome(&addr, true);
+                ctx.outcome_recorded = true;
+            }
+            if self.retry_after_send(session, ctx, failure) {
+                e.set_retry(true);
+                return e;
+            }
         }
         // Otherwise Pingora's own rule: a pooled connection the backend had already closed
         // is retried (idempotent requests with a replayable body only), never anything else.
