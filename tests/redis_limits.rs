@@ -80,9 +80,11 @@ async fn clear_of_the_hour_boundary() {
     }
 }
 
-fn config(redis: &RedisServer, backend: &Backend, limit: &str) -> String {
+/// One route limited by `shared` (`limit`: its `requests`/`per`/`sync` lines) on the Redis at
+/// `url`.
+fn config(url: &str, backend: &Backend, limit: &str) -> String {
     format!(
-        "redis: {{url: \"{}\", timeout: 100ms, sync_interval: 100ms}}
+        "redis: {{url: \"{url}\", timeout: 500ms, sync_interval: 100ms}}
 rate_limits:
   shared:
     key: client_ip
@@ -96,7 +98,6 @@ routes:
     upstream: pool
     rate_limit: shared
 ",
-        redis.url(),
         upstream_yaml("pool", &[backend], &[])
     )
 }
@@ -131,7 +132,7 @@ async fn shared_limit_holds_across_two_gateways(sync: &str, tolerance: f64) {
     // 1 s windows: three of them measured (after one of warm-up), at 3× the limit.
     let limit = 30;
     let yaml = config(
-        &redis,
+        &redis.url(),
         &backend,
         &format!("requests: {limit}\n    per: 1s\n    sync: {sync}"),
     );
@@ -173,7 +174,7 @@ async fn redis_outage_fails_open_and_recovery_restores_the_shared_limit() {
     let mut redis = RedisServer::start();
     let backend = Backend::start("b").await;
     clear_of_the_hour_boundary().await;
-    let yaml = config(&redis, &backend, "requests: 10\n    per: 1h");
+    let yaml = config(&redis.url(), &backend, "requests: 10\n    per: 1h");
     let a = Gateway::start(&yaml).await;
     let b = Gateway::start(&yaml).await;
 
@@ -339,19 +340,10 @@ async fn shared_limit_over_tls() {
     // The gateway's TLS roots come from the system store, which honours SSL_CERT_FILE.
     std::env::set_var("SSL_CERT_FILE", path("ca.pem"));
     let backend = Backend::start("b").await;
-    let gw = Gateway::start(&format!(
-        "redis: {{url: \"rediss://127.0.0.1:{port}\", timeout: 500ms}}
-rate_limits:
-  shared: {{key: client_ip, requests: 3, per: 1h, backend: redis}}
-upstreams:
-{}
-routes:
-  - name: all
-    match: {{path_prefix: /}}
-    upstream: pool
-    rate_limit: shared
-",
-        upstream_yaml("pool", &[&backend], &[])
+    let gw = Gateway::start(&config(
+        &format!("rediss://127.0.0.1:{port}"),
+        &backend,
+        "requests: 3\n    per: 1h",
     ))
     .await;
     for i in 0..3 {
