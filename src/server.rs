@@ -48,6 +48,24 @@ pub fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
     }
 }
 
+/// With `run -d`, bootstrap tells the waiting parent "ready" by SIGUSR1. Pingora 0.9 registers
+/// the parent's SIGUSR1 listener only after forking, so a daemon whose first health round is
+/// instant (a local backend) could signal before the parent listens, and the parent then waited
+/// out its whole timeout (seen in a clean-clone CI run). A short pause closes that window.
+struct ParentSettle;
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for ParentSettle {
+    async fn start_with_ready_notifier(
+        &self,
+        _shutdown: pingora::server::ShutdownWatch,
+        ready: pingora::services::ServiceReadyNotifier,
+    ) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        ready.notify_ready();
+    }
+}
+
 /// A ready-to-run server. `extra` services (the demo backends) start before health checks.
 pub fn build(
     config: &Config,
@@ -94,6 +112,10 @@ pub fn build(
     // *after* daemonising: the new process is known-good before the old one is asked to leave.
     let bootstrap = server.bootstrap_as_a_service();
     bootstrap.add_dependency(&health_handle);
+    if flags.daemon {
+        let settle = server.add_service(background_service("daemon parent settle", ParentSettle));
+        bootstrap.add_dependency(&settle);
+    }
 
     let limits = ConnectionLimits {
         max_connections: config.server.max_connections,
