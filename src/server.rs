@@ -35,8 +35,8 @@ pub fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
         // With `-d`, the parent waits until the daemon is serving, so a supervisor (systemd's
         // Type=forking) sees success only when the new process is really up.
         daemon_wait_for_ready: flags.daemon,
-        // Pingora's own bound on attempts per request must not cut `retries` short (the +1
-        // leaves room for its retry of a pooled connection the backend had closed).
+        // Pingora's own bound on attempts per request must not cut `retries` short: `retries`
+        // + 1 attempts, plus one for its resend over a pooled connection the backend had closed.
         max_retries: config
             .upstreams
             .values()

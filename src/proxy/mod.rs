@@ -242,12 +242,7 @@ impl Gateway {
         let Some(policy) = &pool.retry_on else {
             return false;
         };
-        if !policy.covers(failure)
-            || !retry::idempotent(&session.req_header().method)
-            || session.as_ref().retry_buffer_truncated()
-            || session.response_written().is_some()
-            || ctx.tried.len() > pool.retries
-        {
+        if !policy.covers(failure) || !replayable(session) || ctx.tried.len() > pool.retries {
             return false;
         }
         if !pool.retry_budget.try_withdraw() {
@@ -286,6 +281,14 @@ impl Gateway {
         respond::error(session, kind, message, &ctx.request_id, &headers).await?;
         Ok(true)
     }
+}
+
+/// Whether sending this request again is safe at all: an idempotent method, a body still held
+/// whole in Pingora's retry buffer, and nothing of an answer sent to the client yet.
+fn replayable(session: &Session) -> bool {
+    retry::idempotent(&session.req_header().method)
+        && !session.as_ref().retry_buffer_truncated()
+        && session.response_written().is_none()
 }
 
 /// `X-RateLimit-*` for the tightest limit checked so far: every response of a limited route
@@ -618,10 +621,7 @@ impl ProxyHttp for Gateway {
         }
         // Otherwise Pingora's own rule: a pooled connection the backend had already closed
         // is retried (idempotent requests with a replayable body only), never anything else.
-        if !retry::idempotent(&session.req_header().method)
-            || session.as_ref().retry_buffer_truncated()
-            || session.response_written().is_some()
-        {
+        if !replayable(session) {
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
