@@ -18,13 +18,21 @@ use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 /// Path normalisation (DESIGN.md step 2): routing and forwarding both trust its output, so it
-/// must be canonical. Checked: absolute, no empty/dot segments, escapes left only for bytes that
-/// must stay encoded and in upper case, never longer than the input, borrowed only when
-/// unchanged, and a fixed point (normalising again changes nothing) — otherwise a second hop
-/// could route the same request differently.
+/// must be canonical. Checked, in both escaped-slash modes: absolute, no empty/dot segments
+/// (a segment named `..` before its `;parameters` included), escapes left only for bytes that
+/// must stay encoded and in upper case, no `%2F`/`%5C` left when decoding, never longer than
+/// the input, borrowed only when unchanged, the routing path free of `;`, and a fixed point
+/// (normalising again changes nothing) — otherwise a second hop could route the same request
+/// differently.
 pub fn normalize_path(data: &[u8]) {
     let input = String::from_utf8_lossy(data);
-    let out = match normalize(&input) {
+    for decode in [false, true] {
+        normalize_path_in(&input, decode);
+    }
+}
+
+fn normalize_path_in(input: &str, decode: bool) {
+    let out = match normalize(input, decode) {
         Ok(out) => out,
         Err(e) => {
             let absolute = input.starts_with('/');
@@ -36,20 +44,40 @@ pub fn normalize_path(data: &[u8]) {
             return;
         }
     };
-    assert!(out.starts_with('/'), "{input:?} -> {out:?}: not absolute");
-    assert!(!out.contains("//"), "{input:?} -> {out:?}: empty segment");
-    assert!(
-        out.split('/').all(|s| s != "." && s != ".."),
-        "{input:?} -> {out:?}: dot segment"
-    );
-    assert!(out.len() <= input.len(), "{input:?} -> {out:?}: grew");
-    assert!(canonical_escapes(&out), "{input:?} -> {out:?}: escape");
-    if let Cow::Borrowed(b) = out {
-        assert_eq!(b, &*input, "borrowed output must be the input");
+    let forward = &*out.forward;
+    let route = out.route();
+    for p in [forward, route] {
+        assert!(p.starts_with('/'), "{input:?} -> {p:?}: not absolute");
+        assert!(!p.contains("//"), "{input:?} -> {p:?}: empty segment");
+        assert!(
+            p.split('/')
+                .map(|s| s.split(';').next().unwrap_or(""))
+                .all(|s| s != "." && s != ".."),
+            "{input:?} -> {p:?}: dot segment"
+        );
+        assert!(p.len() <= input.len(), "{input:?} -> {p:?}: grew");
+        assert!(canonical_escapes(p), "{input:?} -> {p:?}: escape");
     }
-    match normalize(&out) {
-        Ok(again) => assert_eq!(again, out, "{input:?}: not idempotent"),
-        Err(e) => panic!("{input:?} -> {out:?} -> {e:?}"),
+    assert!(!route.contains(';'), "{input:?} -> {route:?}: parameters");
+    if decode {
+        assert!(
+            !forward.contains("%2F") && !forward.contains("%5C"),
+            "{input:?} -> {forward:?}: escaped slash left"
+        );
+    }
+    assert!(
+        out.found.parameters || !forward.contains(';'),
+        "{input:?} -> {forward:?}: parameters not reported"
+    );
+    if let Cow::Borrowed(b) = out.forward {
+        assert_eq!(b, input, "borrowed output must be the input");
+    }
+    match normalize(forward, decode) {
+        Ok(again) => {
+            assert_eq!(again.forward, forward, "{input:?}: not idempotent");
+            assert_eq!(again.route(), route, "{input:?}: routing not idempotent");
+        }
+        Err(e) => panic!("{input:?} -> {forward:?} -> {e:?}"),
     }
 }
 
@@ -369,7 +397,9 @@ fn scan_chunks<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Scan {
 /// head starts after any leading CRLFs and ends after the first `CRLFCRLF` from there. A lone
 /// LF or CR is noticed at the LF, or at the byte after the CR (a CR at the very end may still
 /// be followed by LF), and wins if noticed before the head ends. A complete head is refused if
-/// its field lines (after the request line) name both framing headers before their first `:`.
+/// its field lines (after the request line) name both framing headers before their first `:`,
+/// or if its `Content-Length` elements (across lines and comma lists, SP/HTAB trimmed) are not
+/// all the same plain decimal number.
 fn head_ref(data: &[u8]) -> Scan {
     let mut start = 0;
     while data[start..].starts_with(b"\r\n") {
@@ -398,16 +428,38 @@ fn head_ref(data: &[u8]) -> Scan {
     };
     // Every line break in the head is a CRLF here, so splitting at LF leaves a CR on each line.
     let (mut content_length, mut transfer_encoding) = (false, false);
+    let mut lengths: Vec<Option<u64>> = Vec::new();
     for line in data[start..end - 2].split(|&b| b == b'\n').skip(1) {
         if let Some(colon) = line.iter().position(|&b| b == b':') {
             let name = &line[..colon];
-            content_length |= name.eq_ignore_ascii_case(b"content-length");
             transfer_encoding |= name.eq_ignore_ascii_case(b"transfer-encoding");
+            if name.eq_ignore_ascii_case(b"content-length") {
+                content_length = true;
+                let value = line[colon + 1..]
+                    .strip_suffix(b"\r")
+                    .unwrap_or(&line[colon + 1..]);
+                for element in value.split(|&b| b == b',') {
+                    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+                    let first = element.iter().position(|b| !blank(b));
+                    let last = element.iter().rposition(|b| !blank(b));
+                    let digits = match (first, last) {
+                        (Some(f), Some(l)) => &element[f..=l],
+                        _ => &[][..],
+                    };
+                    let n = (!digits.is_empty() && digits.iter().all(u8::is_ascii_digit))
+                        .then(|| std::str::from_utf8(digits).ok()?.parse::<u64>().ok())
+                        .flatten();
+                    lengths.push(n);
+                }
+            }
         }
     }
     if content_length && transfer_encoding {
-        Scan::Malformed("both Content-Length and Transfer-Encoding")
-    } else {
-        Scan::End(end)
+        return Scan::Malformed("both Content-Length and Transfer-Encoding");
     }
+    let agreeing = lengths.iter().all(|n| n.is_some() && *n == lengths[0]);
+    if !agreeing {
+        return Scan::Malformed("invalid or conflicting Content-Length");
+    }
+    Scan::End(end)
 }

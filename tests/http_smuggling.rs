@@ -20,10 +20,11 @@
 //! `Transfer-Encoding`, which it resolves in favour of `Transfer-Encoding`; lone-LF line
 //! endings), tollgate's own head scan (`src/listener/head_scan.rs`) refuses with 400 before
 //! Pingora parses; those cases have both a `*_is_safe` test (refusal or safe framing) and a
-//! strict `*_is_refused` test. Malformed chunked *bodies* remain a documented gap, marked
-//! `#[ignore = "gap: ..."]`: the gateway streams, so the (valid) request head is already
-//! upstream when the body fails; `*_is_safe` proves the backend never gets a body byte or a
-//! hidden request, the ignored `*_is_refused` records that the head got there at all.
+//! strict `*_is_refused` test. Malformed chunked *bodies* are checked by the listener's chunk
+//! scan (`src/listener/chunk_scan.rs`) too: sent with their head, they are refused before the
+//! head reaches a backend (`*_is_refused`); `*_is_safe` proves the body-level guarantee that
+//! holds however the bytes are split: no body byte after the break and no hidden request ever
+//! reaches the backend.
 
 mod common;
 
@@ -833,8 +834,8 @@ fn assert_body_safe(o: &Obs) {
     assert_after_ok(o);
 }
 
-/// Defines `$safe` (body-level safety, must pass) and `$strict` (refused before anything reaches
-/// the backend; ignored: the request head is forwarded before the body is validated).
+/// Defines `$safe` (body-level safety) and `$strict` (refused before anything reaches the
+/// backend: the malformed body arrives in the same write as its head).
 macro_rules! body_case {
     ($safe:ident, $strict:ident, $req:expr) => {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -843,11 +844,7 @@ macro_rules! body_case {
             assert_body_safe(&o);
         }
 
-        refused!(
-            #[ignore = "gap: request head is forwarded to the backend before the malformed chunked body is rejected (400)"]
-            $strict,
-            $req
-        );
+        refused!($strict, $req);
     };
 }
 
@@ -902,11 +899,7 @@ async fn chunk_extension_garbage_is_safe() {
     assert_no_smuggling(&o, &[("POST", "/pub/a", 5)]);
 }
 
-refused!(
-    #[ignore = "gap: chunk extension with control bytes / unterminated quote is accepted (extension dropped) instead of 400"]
-    chunk_extension_garbage_is_refused,
-    chunk_ext_garbage()
-);
+refused!(chunk_extension_garbage_is_refused, chunk_ext_garbage());
 
 // ---------------------------------------------------------------------------------------------
 // A second request hidden after or inside a body

@@ -14,6 +14,9 @@ pub enum AuthFailure {
     UnknownKid,
     DisallowedAlg,
     MissingClaim,
+    /// The token's `crit` header names extensions that must be understood (RFC 7515 §4.1.11);
+    /// tollgate implements none.
+    UnsupportedCrit,
     InvalidApiKey,
 }
 
@@ -32,6 +35,7 @@ impl AuthFailure {
             AuthFailure::UnknownKid => "unknown_kid",
             AuthFailure::DisallowedAlg => "disallowed_alg",
             AuthFailure::MissingClaim => "missing_claim",
+            AuthFailure::UnsupportedCrit => "unsupported_crit",
             AuthFailure::InvalidApiKey => "invalid_api_key",
         }
     }
@@ -49,6 +53,7 @@ impl AuthFailure {
             AuthFailure::UnknownKid => "unknown key id",
             AuthFailure::DisallowedAlg => "algorithm not accepted",
             AuthFailure::MissingClaim => "required claim missing",
+            AuthFailure::UnsupportedCrit => "token requires an unsupported extension (crit)",
             AuthFailure::InvalidApiKey => "API key invalid",
         }
     }

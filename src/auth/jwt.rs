@@ -274,6 +274,13 @@ impl JwtProvider {
             return Err(AuthFailure::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
+        // RFC 7515 §4.1.11: a recipient MUST reject a token whose `crit` lists an extension it
+        // does not understand, and `crit` must never be empty nor name a registered parameter.
+        // tollgate implements no extension, so any `crit` at all is refused (a non-array `crit`
+        // already failed to parse above).
+        if header.crit.is_some() {
+            return Err(AuthFailure::UnsupportedCrit);
+        }
         if !self.algorithms.contains(&header.alg) {
             return Err(AuthFailure::DisallowedAlg);
         }
@@ -591,6 +598,39 @@ mod tests {
             p.verify(&encode(&h, &claims, &key2).unwrap()),
             Err(AuthFailure::BadSignature)
         );
+    }
+
+    #[test]
+    fn any_crit_header_is_refused_and_a_non_array_one_is_malformed() {
+        let p = hs_provider();
+        let sign = |header: &str| {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+            let signing_input = format!(
+                "{}.{}",
+                b64.encode(header),
+                b64.encode(good_claims().to_string())
+            );
+            let sig = jsonwebtoken::crypto::sign(
+                signing_input.as_bytes(),
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            format!("{signing_input}.{sig}")
+        };
+        for crit in [r#"["x-unknown"]"#, r#"["exp"]"#, "[]", r#"["b64"]"#] {
+            let header = format!(r#"{{"alg":"HS256","typ":"JWT","crit":{crit},"x-unknown":1}}"#);
+            assert_eq!(
+                p.verify(&sign(&header)),
+                Err(AuthFailure::UnsupportedCrit),
+                "{crit}"
+            );
+        }
+        let header = r#"{"alg":"HS256","typ":"JWT","crit":"x-unknown"}"#;
+        assert_eq!(p.verify(&sign(header)), Err(AuthFailure::Malformed));
+        // The same token without `crit` passes: the refusal is about `crit` alone.
+        assert!(p.verify(&sign(r#"{"alg":"HS256","typ":"JWT"}"#)).is_ok());
     }
 
     #[test]

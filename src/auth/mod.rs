@@ -32,6 +32,9 @@ pub struct Auth {
     api_keys: Vec<ApiKeyProvider>,
     cache: TokenCache,
     identity_headers: Vec<HeaderName>,
+    /// Some configured identity header is itself spelled with `_` or `.`, so a dashed client
+    /// header may alias it: every request header name must be compared.
+    compare_every_name: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,11 +100,15 @@ impl Auth {
                 identity_headers.push(h);
             }
         }
+        let compare_every_name = identity_headers
+            .iter()
+            .any(|h| h.as_str().bytes().any(|b| b == b'_' || b == b'.'));
         Ok(Auth {
             jwt,
             api_keys,
             cache: TokenCache::new(config.auth.token_cache_entries),
             identity_headers,
+            compare_every_name,
         })
     }
 
@@ -129,15 +136,21 @@ impl Auth {
         for h in &self.identity_headers {
             req.remove_header(h);
         }
-        // `X_User_Roles` becomes HTTP_X_USER_ROLES in CGI-style backends (WSGI, Rack, PHP),
-        // the same variable as the real header: underscore spellings are identity too.
+        // CGI-style backends (WSGI, Rack, PHP) map `-`, `_` and `.` in a name alike, so
+        // `X_User_Roles` and `X.User.Roles` reach them as HTTP_X_USER_ROLES, the same variable
+        // as the real header: such spellings are identity too. Unless an identity header is
+        // itself spelled with `_` or `.`, only names holding one need the comparison; the exact
+        // spellings went above.
         let aliases: Vec<http::HeaderName> = req
             .headers
             .keys()
-            .filter(|name| name.as_str().contains('_'))
             .filter(|name| {
-                let dashed = name.as_str().replace('_', "-");
-                self.identity_headers.iter().any(|h| h.as_str() == dashed)
+                self.compare_every_name || name.as_str().bytes().any(|b| b == b'_' || b == b'.')
+            })
+            .filter(|name| {
+                self.identity_headers
+                    .iter()
+                    .any(|h| same_cgi_name(name.as_str(), h.as_str()))
             })
             .cloned()
             .collect();
@@ -227,5 +240,43 @@ impl Auth {
     /// Index of a JWT provider by name (benches, the token minting command).
     pub fn jwt_index(&self, name: &str) -> Option<usize> {
         self.jwt.iter().position(|p| p.name == name)
+    }
+}
+
+/// Whether two header names reach a CGI-style backend as the same variable: compared
+/// case-insensitively with `-`, `_` and `.` alike.
+pub fn same_cgi_name(a: &str, b: &str) -> bool {
+    let fold = |c: u8| match c {
+        b'_' | b'.' => b'-',
+        c => c.to_ascii_lowercase(),
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_cgi_name;
+
+    #[test]
+    fn cgi_names_fold_case_and_separators() {
+        for alias in [
+            "x-user-id",
+            "X.User.Id",
+            "x_user_id",
+            "X-USER_ID",
+            "x.user-id",
+        ] {
+            assert!(same_cgi_name(alias, "x-user-id"), "{alias}");
+            assert!(same_cgi_name("x_user_id", alias), "{alias}");
+        }
+        for other in [
+            "x-user-ids",
+            "x-userid",
+            "x-user-i",
+            "y-user-id",
+            "x+user+id",
+        ] {
+            assert!(!same_cgi_name(other, "x-user-id"), "{other}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! operator fixes a file in one round trip rather than one error per `check`.
 
 pub mod auth;
+pub mod path_policy;
 mod problem;
 pub mod rate_limit;
 mod units;
@@ -78,6 +79,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     #[serde(default = "default_access_log")]
     pub access_log: String,
+    /// Path spellings backends read differently (encoded slashes, backslash, `;`): default reject.
+    #[serde(default)]
+    pub path_policy: path_policy::PathPolicyConfig,
     /// Operational log level (`error`..`trace`, or a tracing filter); `RUST_LOG` overrides.
     #[serde(default = "default_log_level")]
     pub log_level: String,
@@ -101,6 +105,7 @@ impl Default for ServerConfig {
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
             access_log: default_access_log(),
+            path_policy: Default::default(),
             log_level: default_log_level(),
         }
     }
@@ -400,6 +405,9 @@ pub struct RouteConfig {
     pub rate_limit: Option<auth::StringOrList>,
     #[serde(default)]
     pub response_json: Option<ResponseJsonConfig>,
+    /// Overrides `server.path_policy` field by field for this route.
+    #[serde(default)]
+    pub path_policy: Option<path_policy::PathPolicyOverride>,
 }
 
 /// Strip fields from JSON responses: `remove` (deny-list) or `keep` (allow-list) paths.
@@ -470,6 +478,28 @@ impl Config {
             resolve(&mut jwt.public_key_file);
             resolve(&mut jwt.jwks_file);
         }
+    }
+
+    /// Settings that are valid but risky, each with its YAML path: `check` prints them as
+    /// `warning:` lines and `run` logs them; they never stop a start.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut out: Vec<Problem> = self
+            .server
+            .path_policy
+            .warnings("server.path_policy")
+            .into_iter()
+            .map(|(at, msg)| Problem::new(at, msg))
+            .collect();
+        for (i, route) in self.routes.iter().enumerate() {
+            if let Some(p) = &route.path_policy {
+                out.extend(
+                    p.warnings(&format!("routes[{i}].path_policy"))
+                        .into_iter()
+                        .map(|(at, msg)| Problem::new(at, msg)),
+                );
+            }
+        }
+        out
     }
 
     /// Parse YAML text: shape errors come back as a single problem naming the YAML path.

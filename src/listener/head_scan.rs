@@ -1,11 +1,14 @@
 //! A byte-level look at each request head as it arrives, before Pingora parses it.
 //!
-//! It finds where the head ends (for the head deadline) and refuses the framing ambiguities
-//! that Pingora resolves silently: a head with both `Content-Length` and `Transfer-Encoding`
-//! (Pingora lets chunked win and drops `Content-Length` before any filter can see both — the
-//! classic CL.TE / TE.CL smuggling shape), and line endings other than CRLF (a lone LF or CR,
-//! which parsers along a chain of proxies disagree about). RFC 9112 §6.1 and §2.2 allow a
-//! server to reject both; a gateway in front of unknown backends should.
+//! It finds where the head ends (for the head deadline), learns how the body is framed (so the
+//! listener knows where the next head starts and can check chunked framing), and refuses the
+//! framing ambiguities that Pingora resolves silently: a head with both `Content-Length` and
+//! `Transfer-Encoding` (Pingora lets chunked win and drops `Content-Length` before any filter
+//! can see both — the classic CL.TE / TE.CL smuggling shape), `Content-Length` values that are
+//! not plain digits or that disagree across repeated lines and lists (RFC 9110 §8.6: an
+//! unrecoverable error; Pingora would answer a bare-text 400), and line endings other than CRLF
+//! (a lone LF or CR, which parsers along a chain of proxies disagree about). RFC 9112 §6.1 and
+//! §2.2 allow a server to reject all of these; a gateway in front of unknown backends should.
 
 /// What one chunk of bytes says about the head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,7 +24,56 @@ pub enum Scan {
 /// Header names we must see, lowercased; longer names are never compared.
 const CONTENT_LENGTH: &[u8] = b"content-length";
 const TRANSFER_ENCODING: &[u8] = b"transfer-encoding";
+const UPGRADE: &[u8] = b"upgrade";
 const NAME_MAX: usize = 17;
+
+/// How the body after a complete head is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// `Content-Length: n` (every value agreeing); 0 when absent: a request without framing
+    /// headers has no body (RFC 9112 §6.3).
+    Length(u64),
+    /// `Transfer-Encoding` (Pingora refuses any whose final coding is not chunked).
+    Chunked,
+}
+
+/// `Content-Length` values seen so far, across lines and comma-separated lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct LengthValues {
+    agreed: Option<u64>,
+    current: Option<u64>,
+    /// Digits of the current element are done (whitespace followed them).
+    closed: bool,
+    invalid: bool,
+}
+
+impl LengthValues {
+    fn byte(&mut self, b: u8) {
+        match b {
+            b' ' | b'\t' => self.closed |= self.current.is_some(),
+            b'0'..=b'9' if !self.closed => {
+                let digit = u64::from(b - b'0');
+                self.current = match self.current.unwrap_or(0).checked_mul(10) {
+                    Some(v) => v.checked_add(digit),
+                    None => None,
+                };
+                self.invalid |= self.current.is_none();
+            }
+            b',' => self.element_end(),
+            _ => self.invalid = true,
+        }
+    }
+
+    /// A `,` or the end of the line: the element must hold digits and agree with the others.
+    fn element_end(&mut self) {
+        match (self.current.take(), self.agreed) {
+            (None, _) => self.invalid = true,
+            (Some(v), Some(a)) if v != a => self.invalid = true,
+            (Some(v), _) => self.agreed = Some(v),
+        }
+        self.closed = false;
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HeadScan {
@@ -34,8 +86,12 @@ pub struct HeadScan {
     in_name: bool,
     name: [u8; NAME_MAX],
     name_len: usize,
+    /// Inside a `Content-Length` value: its bytes are parsed, not skipped.
+    in_length: bool,
     content_length: bool,
+    lengths: LengthValues,
     transfer_encoding: bool,
+    upgrade: bool,
 }
 
 impl HeadScan {
@@ -46,7 +102,7 @@ impl HeadScan {
     pub fn feed(&mut self, bytes: &[u8]) -> Scan {
         let mut i = 0;
         while i < bytes.len() {
-            if !self.after_cr && !self.in_name && self.line_len > 0 {
+            if !self.after_cr && !self.in_name && !self.in_length && self.line_len > 0 {
                 // Inside the request line or a field value: nothing matters until CR or LF.
                 match memchr::memchr2(b'\r', b'\n', &bytes[i..]) {
                     None => {
@@ -80,12 +136,30 @@ impl HeadScan {
         Scan::More
     }
 
+    /// How the body of the head just ended is framed (meaningful after [`Scan::End`]).
+    pub fn body(&self) -> BodyFraming {
+        if self.transfer_encoding {
+            BodyFraming::Chunked
+        } else {
+            BodyFraming::Length(self.lengths.agreed.unwrap_or(0))
+        }
+    }
+
+    /// The head asked for a protocol upgrade: after a `101` its connection is a tunnel.
+    pub fn upgrade(&self) -> bool {
+        self.upgrade
+    }
+
     fn push(&mut self, b: u8) {
         if self.line_len == 0 && self.line > 0 {
             self.in_name = true;
             self.name_len = 0;
         }
         self.line_len += 1;
+        if self.in_length {
+            self.lengths.byte(b);
+            return;
+        }
         if !self.in_name {
             return;
         }
@@ -93,8 +167,10 @@ impl HeadScan {
             self.in_name = false;
             if self.name_len <= NAME_MAX {
                 let name = &self.name[..self.name_len];
-                self.content_length |= name == CONTENT_LENGTH;
+                self.in_length = name == CONTENT_LENGTH;
+                self.content_length |= self.in_length;
                 self.transfer_encoding |= name == TRANSFER_ENCODING;
+                self.upgrade |= name == UPGRADE;
             }
         } else if self.name_len < NAME_MAX {
             self.name[self.name_len] = b.to_ascii_lowercase();
@@ -111,6 +187,9 @@ impl HeadScan {
         let empty = self.line_len == 0;
         self.line_len = 0;
         self.in_name = false;
+        if std::mem::take(&mut self.in_length) {
+            self.lengths.element_end();
+        }
         if !empty {
             self.line += 1;
             return None;
@@ -121,6 +200,9 @@ impl HeadScan {
         }
         if self.content_length && self.transfer_encoding {
             return Some(Some("both Content-Length and Transfer-Encoding"));
+        }
+        if self.lengths.invalid {
+            return Some(Some("invalid or conflicting Content-Length"));
         }
         Some(None)
     }
@@ -203,6 +285,79 @@ mod tests {
                 String::from_utf8_lossy(head)
             );
         }
+    }
+
+    fn framing(head: &[u8]) -> Result<BodyFraming, &'static str> {
+        let mut s = HeadScan::new();
+        match s.feed(head) {
+            Scan::End(_) => Ok(s.body()),
+            Scan::Malformed(why) => Err(why),
+            Scan::More => Err("incomplete"),
+        }
+    }
+
+    #[test]
+    fn agreeing_content_lengths_frame_the_body() {
+        for head in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: 10\r\ncontent-length:10\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 10, 10\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length:\t10 ,10 \r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 010\r\n\r\n",
+        ] {
+            assert_eq!(
+                framing(head),
+                Ok(BodyFraming::Length(10)),
+                "{}",
+                head.escape_ascii()
+            );
+        }
+        assert_eq!(
+            framing(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok(BodyFraming::Length(0))
+        );
+        assert_eq!(
+            framing(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok(BodyFraming::Chunked)
+        );
+    }
+
+    #[test]
+    fn disagreeing_or_non_digit_content_lengths_are_malformed() {
+        for value in [
+            "5\r\nContent-Length: 10",
+            "5, 10",
+            "10, 5",
+            "+10",
+            "-1",
+            "1_0",
+            "0x0a",
+            "10 10",
+            "",
+            " ",
+            "10,",
+            ",10",
+            "10,,10",
+            "1e3",
+            "99999999999999999999999",
+        ] {
+            let head = format!("POST / HTTP/1.1\r\nContent-Length: {value}\r\n\r\n");
+            assert_eq!(
+                framing(head.as_bytes()),
+                Err("invalid or conflicting Content-Length"),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn upgrade_requests_are_noticed() {
+        let mut s = HeadScan::new();
+        s.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+        assert!(s.upgrade());
+        let mut s = HeadScan::new();
+        s.feed(b"GET / HTTP/1.1\r\nX-Upgrade: no\r\n\r\n");
+        assert!(!s.upgrade());
     }
 
     #[test]

@@ -1,12 +1,20 @@
-//! A whole-head deadline on client connections (slowloris).
+//! The guard between a client connection and Pingora's parser: a whole-head deadline
+//! (slowloris) and framing checks on every byte read (see `listener::framing`).
 //!
 //! Pingora times out each *read* of a request head, not the head as a whole: a client that
 //! sends one byte every few seconds holds a connection and a task forever. This wrapper around
 //! the accepted stream arms a timer when a request head starts (at accept, and at the first byte
-//! after a response went out) and disarms it when the blank line that ends the head arrives. If
-//! the timer fires first, the client gets a best-effort `408` and the read fails, which closes
-//! the connection. Reads outside a head (bodies, Pingora's idle read that notices a client
-//! hanging up while the upstream works) never time out here.
+//! after the previous request's body) and disarms it when the blank line that ends the head
+//! arrives. If the timer fires first, the client gets a best-effort `408` and the read fails,
+//! which closes the connection. Reads outside a head (bodies, Pingora's idle read that notices a
+//! client hanging up while the upstream works) never time out here.
+//!
+//! Framing that breaks (a malformed head, a bad chunk-size line) is never handed to Pingora:
+//! when no earlier request of the connection is still in progress, the client gets a `400`
+//! and the connection closes before Pingora sees any byte of that read — so no backend
+//! receives anything of it. Otherwise the bytes before the break are handed on, the next read
+//! fails (Pingora answers `400` if the request's response has not started, else the connection
+//! is cut), and nothing from the break on ever reaches a backend.
 
 use async_trait::async_trait;
 use pingora::protocols::raw_connect::ProxyDigest;
@@ -23,17 +31,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::head_scan::{HeadScan, Scan};
-
-#[derive(Debug)]
-enum Phase {
-    /// Reading a request head; the timer runs.
-    Head(HeadScan),
-    /// Past the head: body and response; the timer is off.
-    Body,
-    /// A response started; the next byte from the client starts a new head.
-    Responded,
-}
+use super::framing::{Broken, Framing};
 
 pub struct HeaderDeadline {
     inner: Stream,
@@ -41,7 +39,9 @@ pub struct HeaderDeadline {
     prefix: Vec<u8>,
     prefix_pos: usize,
     timeout: Duration,
-    phase: Phase,
+    framing: Framing,
+    /// Set once the framing broke after earlier bytes were handed on: every later read fails.
+    broken: Option<Refusal>,
     timer: Pin<Box<Sleep>>,
     on_refused: Arc<dyn Fn(Refusal) + Send + Sync>,
 }
@@ -51,7 +51,23 @@ pub struct HeaderDeadline {
 pub enum Refusal {
     HeaderTimeout,
     Malformed(&'static str),
+    MalformedBody(&'static str),
 }
+
+impl From<Broken> for Refusal {
+    fn from(b: Broken) -> Refusal {
+        match b {
+            Broken::Head(why) => Refusal::Malformed(why),
+            Broken::Body(why) => Refusal::MalformedBody(why),
+        }
+    }
+}
+
+/// The cause inside the I/O error a read fails with when the client broke the framing, so the
+/// proxy can tell it from a network failure and answer `400` while it still can.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("{0}")]
+pub struct BrokenFraming(pub &'static str);
 
 impl Refusal {
     /// Metric label.
@@ -59,6 +75,7 @@ impl Refusal {
         match self {
             Refusal::HeaderTimeout => "header_timeout",
             Refusal::Malformed(_) => "malformed_head",
+            Refusal::MalformedBody(_) => "malformed_body",
         }
     }
 
@@ -71,7 +88,7 @@ impl Refusal {
                 "request head not received in time",
                 "",
             ),
-            Refusal::Malformed(why) => {
+            Refusal::Malformed(why) | Refusal::MalformedBody(why) => {
                 super::canned_response("400 Bad Request", "bad_request", why, "")
             }
         }
@@ -83,7 +100,9 @@ impl Refusal {
                 std::io::ErrorKind::TimedOut,
                 "request head not received within header_read_timeout",
             ),
-            Refusal::Malformed(why) => std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+            Refusal::Malformed(why) | Refusal::MalformedBody(why) => {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, BrokenFraming(why))
+            }
         }
     }
 }
@@ -92,31 +111,29 @@ impl std::fmt::Debug for HeaderDeadline {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HeaderDeadline")
             .field("inner", &self.inner)
-            .field("phase", &self.phase)
+            .field("framing", &self.framing)
             .finish()
     }
 }
 
 impl HeaderDeadline {
-    /// `prefix`: the first bytes already read from `inner`, and `head` the scan of them (`None`
-    /// when the head was complete in them); `deadline`: when the first head must be complete
-    /// (its clock started at accept, so a client that connects and says nothing is cut off just
-    /// like one that talks slowly).
+    /// `prefix`: the first bytes already read from `inner` (not yet scanned); `deadline`: when
+    /// the first head must be complete (its clock started at accept, so a client that connects
+    /// and says nothing is cut off just like one that talks slowly).
     pub fn new(
         inner: Stream,
         prefix: Vec<u8>,
-        head: Option<HeadScan>,
         deadline: Instant,
         timeout: Duration,
         on_refused: Arc<dyn Fn(Refusal) + Send + Sync>,
     ) -> HeaderDeadline {
-        let phase = head.map_or(Phase::Body, Phase::Head);
         HeaderDeadline {
             inner,
             prefix,
             prefix_pos: 0,
             timeout,
-            phase,
+            framing: Framing::new(),
+            broken: None,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             on_refused,
         }
@@ -131,7 +148,7 @@ impl HeaderDeadline {
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        matches!(self.phase, Phase::Head(_)) && self.timer.as_mut().poll(cx).is_ready()
+        self.framing.reading_head() && self.timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -142,8 +159,12 @@ impl AsyncRead for HeaderDeadline {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = &mut *self;
+        if let Some(why) = this.broken {
+            return Poll::Ready(Err(why.io_error()));
+        }
+        let before = buf.filled().len();
         if this.prefix_pos < this.prefix.len() {
-            // Already scanned when it was read; just hand it over.
+            // Read before Pingora took over; handed over (and scanned) now.
             let rest = &this.prefix[this.prefix_pos..];
             let n = rest.len().min(buf.remaining());
             buf.put_slice(&rest[..n]);
@@ -152,44 +173,53 @@ impl AsyncRead for HeaderDeadline {
                 this.prefix = Vec::new();
                 this.prefix_pos = 0;
             }
+        } else {
+            match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Pending => {
+                    if this.expired(cx) {
+                        return this.refuse(cx, Refusal::HeaderTimeout);
+                    }
+                    return Poll::Pending;
+                }
+                other => return other,
+            }
+        }
+        let fresh = &buf.filled()[before..];
+        if fresh.is_empty() {
             return Poll::Ready(Ok(()));
         }
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let fresh = &buf.filled()[before..];
-                if fresh.is_empty() {
-                    return Poll::Ready(Ok(()));
-                }
-                if matches!(this.phase, Phase::Responded) {
-                    this.phase = Phase::Head(HeadScan::new());
-                    let deadline = Instant::now() + this.timeout;
-                    this.timer.as_mut().reset(deadline);
-                }
-                if let Phase::Head(head) = &mut this.phase {
-                    match head.feed(fresh) {
-                        Scan::More => {}
-                        Scan::End(_) => this.phase = Phase::Body,
-                        Scan::Malformed(why) => return this.refuse(cx, Refusal::Malformed(why)),
-                    }
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Pending => {
-                if this.expired(cx) {
-                    return this.refuse(cx, Refusal::HeaderTimeout);
-                }
-                Poll::Pending
-            }
-            other => other,
+        let busy = this.framing.busy();
+        let fed = this.framing.feed(fresh);
+        if fed.head_started {
+            let deadline = Instant::now() + this.timeout;
+            this.timer.as_mut().reset(deadline);
         }
+        let Some((at, broken)) = fed.broken else {
+            return Poll::Ready(Ok(()));
+        };
+        let why = Refusal::from(broken);
+        if !busy {
+            // Nothing of this connection's current exchange reached Pingora: answer here.
+            return this.refuse(cx, why);
+        }
+        (this.on_refused)(why);
+        this.broken = Some(why);
+        buf.set_filled(before + at);
+        if at == 0 {
+            return Poll::Ready(Err(why.io_error()));
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
-/// True when `buf` starts a final (non-1xx) response head: the request it answers is over, so
-/// the client's next byte starts a new head. `100 Continue` does not count: the body follows.
-fn starts_final_response(buf: &[u8]) -> bool {
-    buf.len() > 9 && buf.starts_with(b"HTTP/1.") && buf[9] != b'1'
+/// The status of the response head `buf` starts with, if it starts one.
+fn response_status(buf: &[u8]) -> Option<u16> {
+    let code = buf.strip_prefix(b"HTTP/1.")?.get(2..5)?;
+    if !code.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(code.iter().fold(0, |n, d| n * 10 + u16::from(d - b'0')))
 }
 
 impl AsyncWrite for HeaderDeadline {
@@ -199,8 +229,8 @@ impl AsyncWrite for HeaderDeadline {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        if starts_final_response(buf) {
-            this.phase = Phase::Responded;
+        if let Some(status) = response_status(buf) {
+            this.framing.on_response(status);
         }
         Pin::new(&mut this.inner).poll_write(cx, buf)
     }
@@ -211,8 +241,8 @@ impl AsyncWrite for HeaderDeadline {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        if bufs.first().is_some_and(|b| starts_final_response(b)) {
-            this.phase = Phase::Responded;
+        if let Some(status) = bufs.first().and_then(|b| response_status(b)) {
+            this.framing.on_response(status);
         }
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
@@ -297,11 +327,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_final_responses_end_a_request() {
-        assert!(starts_final_response(b"HTTP/1.1 200 OK\r\n"));
-        assert!(starts_final_response(b"HTTP/1.1 404 Not Found\r\n"));
-        assert!(!starts_final_response(b"HTTP/1.1 100 Continue\r\n"));
-        assert!(!starts_final_response(b"{\"json\":1}"));
+    fn response_heads_are_recognised_by_their_status_line() {
+        assert_eq!(response_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(response_status(b"HTTP/1.0 404 Not Found\r\n"), Some(404));
+        assert_eq!(response_status(b"HTTP/1.1 101 Switching"), Some(101));
+        assert_eq!(response_status(b"HTTP/1.1 1x0"), None);
+        assert_eq!(response_status(b"HTTP/1.1 20"), None);
+        assert_eq!(response_status(b"{\"json\":1}"), None);
     }
 
     #[test]

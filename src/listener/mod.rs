@@ -1,14 +1,17 @@
 //! Protection of the public listener against hostile or broken clients, below HTTP: a cap on
-//! concurrent connections and a deadline for each request head. Everything above (header size
-//! and count, body size, idle keep-alive) is checked per request in the proxy phases.
+//! concurrent connections, a deadline for each request head, and request framing checked byte
+//! by byte before Pingora parses it. Everything above (header size and count, body size, idle
+//! keep-alive) is checked per request in the proxy phases.
 
+pub mod chunk_scan;
+pub mod content_length;
+pub mod framing;
 pub mod head_scan;
 pub mod head_size;
 pub mod header_deadline;
 pub mod probe;
 
 use async_trait::async_trait;
-use head_scan::{HeadScan, Scan};
 use header_deadline::{HeaderDeadline, Refusal};
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
@@ -138,20 +141,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             }
         };
         first.truncate(n);
-        let mut scan = HeadScan::new();
-        let head = match scan.feed(&first) {
-            Scan::More => Some(scan),
-            Scan::End(_) => None,
-            Scan::Malformed(why) => {
-                count_refusal(Refusal::Malformed(why));
-                answer_and_close(&mut stream, &Refusal::Malformed(why).response()).await;
-                return None;
-            }
-        };
         let guarded: Stream = Box::new(HeaderDeadline::new(
             stream,
             first,
-            head,
             deadline,
             timeout,
             Arc::new(count_refusal),

@@ -1,6 +1,7 @@
 //! Which gateway error a Pingora failure becomes (DESIGN.md's status table).
 
 use crate::error_response::GatewayError;
+use crate::listener::header_deadline::BrokenFraming;
 use pingora::{Error, ErrorSource, ErrorType};
 
 /// Failures to establish the upstream connection (before any byte of the request was sent).
@@ -20,6 +21,23 @@ pub fn is_connect_failure(e: &Error) -> bool {
     )
 }
 
+/// The client's read failed because the listener found its framing broken (a bad chunk-size
+/// line): the client is still there and gets a `400` if its response has not started.
+pub fn broke_framing(e: &Error) -> bool {
+    let mut cause = e.cause.as_deref();
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<BrokenFraming>());
+        }
+        cause = c
+            .downcast_ref::<Error>()
+            .and_then(|inner| inner.cause.as_deref());
+    }
+    false
+}
+
 /// `None` means the client is gone or broke the exchange itself: there is no one to answer.
 pub fn classify(e: &Error) -> Option<GatewayError> {
     use ErrorType::*;
@@ -34,6 +52,7 @@ pub fn classify(e: &Error) -> Option<GatewayError> {
             ReadTimedout | WriteTimedout => Some(GatewayError::GatewayTimeout),
             _ => Some(GatewayError::BadGateway),
         },
+        ErrorSource::Downstream if broke_framing(e) => Some(GatewayError::BadRequest),
         ErrorSource::Downstream => match e.etype() {
             ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout => None,
             _ => Some(GatewayError::BadRequest),

@@ -6,6 +6,7 @@ pub mod respond;
 pub mod routes;
 
 use crate::auth::{Auth, AuthFailure, Identity, Verdict};
+use crate::config::path_policy::PathPolicyConfig;
 use crate::config::rate_limit::Stage;
 use crate::config::Config;
 use crate::error_response::GatewayError;
@@ -15,7 +16,7 @@ use crate::observability::metrics::{self, METRICS};
 use crate::rate_limit::{self, key::RequestFacts, RateLimiter};
 use crate::request_id;
 use crate::routing::rewrite::PrefixRewrite;
-use crate::routing::{normalize::normalize, router::host_only, Match, Router};
+use crate::routing::{path_policy, router::host_only, Match, Router};
 use crate::transform::response_json::{self, Sanitizer};
 use crate::upstream::retry::{self, Failure};
 use crate::upstream::Pools;
@@ -26,7 +27,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use routes::RouteRuntime;
-use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,6 +40,7 @@ pub struct Gateway {
     limiter: RateLimiter,
     routes: Vec<RouteRuntime>,
     trusted: TrustedProxies,
+    path_policy: PathPolicyConfig,
     max_request_body: u64,
     max_header_bytes: usize,
     max_headers: usize,
@@ -61,6 +62,7 @@ impl Gateway {
             limiter,
             routes,
             trusted: TrustedProxies::new(&config.server.trusted_proxies),
+            path_policy: config.server.path_policy,
             max_request_body: config.server.max_request_body.0,
             max_header_bytes: usize::try_from(config.server.max_header_bytes.0)
                 .unwrap_or(usize::MAX),
@@ -382,6 +384,14 @@ impl ProxyHttp for Gateway {
         {
             session.set_keepalive(Some(self.idle_timeout_secs));
         }
+        // Agreeing `Content-Length` values travel on as one header (DESIGN.md "Path policy").
+        if !crate::listener::content_length::collapse(session.req_header_mut()) {
+            let msg = "invalid or conflicting Content-Length";
+            session.set_keepalive(None);
+            return self
+                .reject(session, ctx, GatewayError::BadRequest, msg, &[])
+                .await;
+        }
         let req = session.req_header();
         if !crate::listener::head_size::within(req, self.max_header_bytes, self.max_headers) {
             let kind = GatewayError::HeadersTooLarge;
@@ -390,25 +400,28 @@ impl ProxyHttp for Gateway {
                 .await;
         }
 
-        // 2. normalise the path; routing and forwarding both use the result.
-        let normalized: Option<String> = match normalize(req.uri.path()) {
-            Ok(Cow::Borrowed(_)) => None,
-            Ok(Cow::Owned(p)) => Some(p),
-            Err(e) => {
-                let msg = e.to_string();
+        // 2-3. normalise the path and route it under the path policy of the route it leads
+        // to; routing and forwarding both use the result.
+        let host = host_only(request_host(req));
+        let method = req.method.as_str().as_bytes();
+        let resolved = path_policy::resolve(
+            req.uri.path(),
+            |path| self.router.lookup(host, path, method),
+            |route| {
+                self.path_policy
+                    .with(route.and_then(|i| self.routes[i].path_policy.as_ref()))
+            },
+        );
+        let (path, found) = match resolved {
+            Ok(r) => r,
+            Err(why) => {
+                let msg = why.to_string();
                 return self
                     .reject(session, ctx, GatewayError::BadRequest, &msg, &[])
                     .await;
             }
         };
-        let path = normalized.as_deref().unwrap_or(req.uri.path());
-
-        // 3. route.
-        let host = host_only(request_host(req));
-        let route = match self
-            .router
-            .lookup(host, path, req.method.as_str().as_bytes())
-        {
+        let route = match found {
             Match::Found(i) => i,
             Match::NotFound => {
                 let kind = GatewayError::NotFound;
@@ -429,6 +442,16 @@ impl ProxyHttp for Gateway {
                     )
                     .await;
             }
+        };
+        // The upstream path, decided before the request head is touched: the normalised path
+        // (with `;parameters` when they are kept), or, when the route rewrites its prefix and
+        // the path had parameters, the path the prefix was matched against.
+        let normalized: Option<String> = if !path.changed() {
+            None
+        } else if self.routes[route].rewrite != PrefixRewrite::Keep {
+            Some(path.route().to_owned())
+        } else {
+            Some(path.forward.into_owned())
         };
         ctx.route = Some(route);
         let rt = &self.routes[route];

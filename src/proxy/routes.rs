@@ -2,6 +2,7 @@
 //! the router's matches.
 
 use crate::auth::{Auth, RoutePolicy};
+use crate::config::path_policy::PathPolicyOverride;
 use crate::config::Config;
 use crate::header_ops::CompiledHeaderOps;
 use crate::rate_limit::RateLimiter;
@@ -22,6 +23,8 @@ pub struct RouteRuntime {
     /// Indices into the gateway's [`RateLimiter`].
     pub limits: Vec<usize>,
     pub response_json: Option<Policy>,
+    /// Laid over `server.path_policy` for requests this route matches.
+    pub path_policy: Option<PathPolicyOverride>,
 }
 
 pub fn build(
@@ -48,6 +51,7 @@ pub fn build(
                 request_headers: CompiledHeaderOps::compile(&r.request_headers),
                 response_headers: CompiledHeaderOps::compile(&r.response_headers),
                 auth: auth.policy(r.auth.as_ref()),
+                path_policy: r.path_policy,
                 response_json: r
                     .response_json
                     .as_ref()

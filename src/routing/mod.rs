@@ -2,6 +2,7 @@
 
 pub mod methods;
 pub mod normalize;
+pub mod path_policy;
 pub mod rewrite;
 pub mod router;
 
