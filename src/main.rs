@@ -126,6 +126,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { conf } => match load(&conf) {
             Ok(config) => {
+                // Warnings do not fail `check`: the file is usable, maybe not as intended.
+                for w in config.warnings() {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: OK ({} upstream(s), {} route(s))",
                     conf.display(),
@@ -146,6 +150,9 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_tracing(&config.server.log_level);
+            for w in config.warnings() {
+                tracing::warn!("config: {w}");
+            }
             serve(&config, RunFlags { daemon, upgrade }, Vec::new())
         }
         Command::Token {
