@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod drain;
 pub mod error_response;
 pub mod forwarded;
 #[doc(hidden)]

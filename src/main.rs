@@ -126,6 +126,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { conf } => match load(&conf) {
             Ok(config) => {
+                // Warnings do not fail `check`: the file is usable, maybe not as intended.
                 for w in config.warnings() {
                     eprintln!("warning: {w}");
                 }

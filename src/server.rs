@@ -3,6 +3,7 @@
 
 use crate::admin::Admin;
 use crate::config::Config;
+use crate::drain::DrainExit;
 use crate::listener::probe::ListenerProbe;
 use crate::listener::{ConnectionLimits, GuardedApp};
 use crate::proxy::Gateway;
@@ -30,8 +31,10 @@ pub fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
         threads: s.threads,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
-        grace_period_seconds: s.grace_period.map(|d| d.0.as_secs()),
-        graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout.map(|d| d.0.as_secs()),
+        // Always set: Pingora's own default grace is 300 s. A drain normally ends well before
+        // it (`drain`); this is the bound for a request that does not.
+        grace_period_seconds: Some(whole_seconds_up(s.grace_period.0)),
+        graceful_shutdown_timeout_seconds: Some(whole_seconds_up(s.graceful_shutdown_timeout.0)),
         // With `-d`, the parent waits until the daemon is serving, so a supervisor (systemd's
         // Type=forking) sees success only when the new process is really up.
         daemon_wait_for_ready: flags.daemon,
@@ -46,6 +49,12 @@ pub fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
             .max(ServerConf::default().max_retries),
         ..ServerConf::default()
     }
+}
+
+/// Pingora counts these periods in whole seconds; rounding down would turn `500ms` into no
+/// grace at all, and rounding up costs nothing now that a drain ends when it is done.
+fn whole_seconds_up(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// With `run -d`, bootstrap tells the waiting parent "ready" by SIGUSR1. Pingora 0.9 registers
@@ -125,6 +134,10 @@ pub fn build(
         pingora::proxy::http_proxy(&server.configuration, gateway),
         limits,
     );
+    // Ends a graceful stop once nothing is in flight, instead of after all of `grace_period`.
+    let mut drain = background_service("drain exit", DrainExit::new(app.state()));
+    drain.threads = Some(1);
+    server.add_service(drain);
     let mut proxy = Service::new("tollgate proxy".to_string(), app);
     for addr in &config.server.listen {
         proxy.add_tcp(addr);
@@ -148,4 +161,30 @@ pub fn build(
     server.add_service(admin).add_dependency(&probe);
 
     Ok(server)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn shutdown_periods_round_up_to_whole_seconds() {
+        assert_eq!(whole_seconds_up(Duration::ZERO), 0);
+        assert_eq!(whole_seconds_up(Duration::from_millis(500)), 1);
+        assert_eq!(whole_seconds_up(Duration::from_secs(30)), 30);
+        assert_eq!(whole_seconds_up(Duration::from_millis(30_001)), 31);
+    }
+
+    #[test]
+    fn pingora_gets_a_grace_period_even_when_the_config_names_none() {
+        let config = Config::load_str(
+            "upstreams:\n  u: {backends: [\"127.0.0.1:1\"]}\n\
+             routes:\n  - {name: r, match: {path_prefix: /}, upstream: u}\n",
+        )
+        .expect("valid config");
+        let conf = server_conf(&config, RunFlags::default());
+        assert_eq!(conf.grace_period_seconds, Some(30));
+        assert_eq!(conf.graceful_shutdown_timeout_seconds, Some(5));
+    }
 }

@@ -357,6 +357,35 @@ fn assert_shipped_config_passes(rel: &str, env: &[(&str, Option<&str>)]) {
         code, 0,
         "tollgate check -c {rel} (env {env:?}) failed\n--- stderr ---\n{err}\n--- stdout ---\n{out}"
     );
+    assert!(
+        !err.contains("warning:"),
+        "a shipped config must not draw warnings from check -c {rel}:\n{err}"
+    );
+}
+
+/// Issue 22: a `grace_period` longer than the shipped systemd unit can wait for is a warning
+/// (`warning: <path>: ...` on stderr), not an error: `check` still exits 0 and says OK.
+#[test]
+fn grace_period_past_the_shipped_unit_is_a_warning_not_an_error() {
+    let server = format!("{SERVER}  grace_period: 2m\n");
+    let (code, out, err) = check(&cfg(&server, UPSTREAMS, ROUTES));
+    assert_eq!(code, 0, "--- stderr ---\n{err}\n--- stdout ---\n{out}");
+    assert!(out.contains("OK"), "--- stdout ---\n{out}");
+    let warning = err
+        .lines()
+        .find(|l| l.starts_with("warning: server.grace_period: "))
+        .unwrap_or_else(|| panic!("no grace_period warning on stderr:\n{err}"));
+    assert!(
+        warning.contains("TimeoutStopSec=60s") && warning.contains("at most 50s"),
+        "the warning should name the unit's limit and the largest grace_period that fits: \
+         {warning}"
+    );
+    assert!(!err.contains("error:"), "{err}");
+
+    // The default (no grace_period key) fits.
+    let (code, _, err) = check(&cfg(SERVER, UPSTREAMS, ROUTES));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning:"), "{err}");
 }
 
 #[test]

@@ -412,6 +412,74 @@ fn unit_has_the_properties_the_design_requires() {
     );
 }
 
+/// Issue 22: `tollgate check` warns exactly when `grace_period` no longer fits the shipped
+/// unit's `TimeoutStopSec` (which must cover Pingora's 5 s upgrade hand-off + grace_period +
+/// graceful_shutdown_timeout). The limit is read from the unit file here, so the warning and the
+/// unit cannot drift apart.
+#[test]
+fn check_warns_exactly_past_the_units_stop_timeout() {
+    let unit = Unit {
+        entries: parse_unit(&unit_text()),
+    };
+    let stop = systemd_timespan(unit.one("TimeoutStopSec"));
+    let teardown = Duration::from_secs(10);
+    let fits = stop
+        .checked_sub(Duration::from_secs(5) + teardown)
+        .expect("TimeoutStopSec leaves room for a grace period");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |grace: Duration| -> String {
+        let d = dir.path().display();
+        let yaml = format!(
+            "server:\n  listen: [\"127.0.0.1:18080\"]\n  admin_listen: \"127.0.0.1:19901\"\n  \
+             pid_file: \"{d}/tollgate.pid\"\n  upgrade_sock: \"{d}/upgrade.sock\"\n  \
+             grace_period: {}s\n  graceful_shutdown_timeout: {}s\n\
+             upstreams:\n  u: {{backends: [\"127.0.0.1:4001\"]}}\n\
+             routes:\n  - {{name: r, match: {{path_prefix: /}}, upstream: u}}\n",
+            grace.as_secs(),
+            teardown.as_secs()
+        );
+        let cfg = dir.path().join("tollgate.yaml");
+        std::fs::write(&cfg, yaml).expect("write config");
+        let err_path = dir.path().join("check.stderr");
+        let mut child = Command::new(BIN)
+            .arg("check")
+            .arg("-c")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&err_path).expect("stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("tollgate check still running after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let err = std::fs::read_to_string(&err_path).unwrap_or_default();
+        assert!(status.success(), "check failed ({status}):\n{err}");
+        err
+    };
+    let at_limit = check(fits);
+    assert!(
+        !at_limit.contains("warning:"),
+        "grace_period {fits:?} fits TimeoutStopSec={stop:?}, yet check warns:\n{at_limit}"
+    );
+    let over = check(fits + Duration::from_secs(1));
+    assert!(
+        over.lines()
+            .any(|l| l.starts_with("warning: server.grace_period:")),
+        "grace_period {:?} does not fit TimeoutStopSec={stop:?}, yet check does not warn:\n{over}",
+        fits + Duration::from_secs(1)
+    );
+}
+
 #[test]
 fn timespan_parser() {
     assert_eq!(systemd_timespan("60"), Duration::from_secs(60));

@@ -27,18 +27,26 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// `server.grace_period` / `server.graceful_shutdown_timeout` of the upgrade tests.
-const GRACE: Duration = Duration::from_secs(2);
-const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+/// `server.grace_period` / `server.graceful_shutdown_timeout` of the tests that watch processes
+/// exit. The grace period is long on purpose: a process exits as soon as it has drained (issue
+/// 22), so an exit observed within [`EXIT_SLACK`] of its drain starting cannot be the grace
+/// period running out.
+const GRACE: &str = "60s";
+const GRACE_PERIOD: Duration = Duration::from_secs(60);
+const SHUTDOWN_TIMEOUT: &str = "3s";
 
 /// Pingora 0.9 keeps an old process accepting for a hard-coded `CLOSE_TIMEOUT` (5 s) after it has
 /// handed its sockets over, before its graceful shutdown starts (pingora-core
-/// `src/server/mod.rs`). An old process is therefore expected to be gone
-/// `PINGORA_CLOSE_TIMEOUT + GRACE + SHUTDOWN_TIMEOUT` after SIGQUIT, plus [`EXIT_SLACK`].
+/// `src/server/mod.rs`). A drained old process is therefore expected to be gone
+/// `PINGORA_CLOSE_TIMEOUT` after SIGQUIT, plus [`EXIT_SLACK`].
 const PINGORA_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Slack on every "the process must be gone by now" bound, for a loaded 2-core machine.
 const EXIT_SLACK: Duration = Duration::from_secs(10);
+
+// "Well before the grace period", not a tight timing.
+const _: () =
+    assert!(PINGORA_CLOSE_TIMEOUT.as_secs() + EXIT_SLACK.as_secs() < GRACE_PERIOD.as_secs() / 2);
 
 /// Hard cap on any traffic loop, whatever the test does.
 const TRAFFIC_HARD_CAP: Duration = Duration::from_secs(45);
@@ -350,6 +358,56 @@ routes:
         }
     }
 
+    /// `tollgate run -c CFG` in the foreground (logs in `fg.stdout`/`fg.stderr`); returns its pid
+    /// once `/ready` answers 200 from it.
+    async fn start_foreground(&self) -> u32 {
+        let child = Command::new(BIN)
+            .args(["run", "-c", &self.cfg_arg])
+            .env("RUST_BACKTRACE", "1")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(File::create(self.dir.path().join("fg.stdout")).expect("stdout file"))
+            .stderr(File::create(self.fg_stderr_path()).expect("stderr file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+        let pid = child.id();
+        self.remember(pid);
+        *self.fg.lock().unwrap() = Some(child);
+        self.wait_ready_pid(pid, Duration::from_secs(20)).await;
+        pid
+    }
+
+    fn fg_stderr_path(&self) -> PathBuf {
+        self.dir.path().join("fg.stderr")
+    }
+
+    /// The foreground process's exit status if it has exited (`None` while it runs).
+    fn foreground_status(&self) -> Option<std::process::ExitStatus> {
+        let mut guard = self.fg.lock().unwrap();
+        let child = guard.as_mut().expect("foreground child");
+        child.try_wait().expect("try_wait")
+    }
+
+    /// Polls the foreground process until it exits (its status) or `deadline` (`None`).
+    async fn wait_foreground_exit(&self, deadline: Instant) -> Option<std::process::ExitStatus> {
+        loop {
+            if let Some(s) = self.foreground_status() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The last `n` lines of the foreground process's log.
+    fn foreground_log_tail(&self, n: usize) -> String {
+        let logs = std::fs::read_to_string(self.fg_stderr_path()).unwrap_or_default();
+        let lines: Vec<&str> = logs.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// Every log file of this fleet (config, then each invocation's stdout/stderr, which the
     /// daemons it forked inherited).
     fn logs(&self) -> String {
@@ -573,9 +631,18 @@ const MIXED_CLIENTS: &[ClientKind] = &[
     ClientKind::Fresh,
 ];
 
-/// The bound for an old process to be gone after its SIGQUIT.
+/// The bound for a drained old process to be gone after its SIGQUIT: the hand-off window and
+/// slack, far below the hand-off plus [`GRACE_PERIOD`] that Pingora alone would take.
 fn exit_bound_after_quit() -> Duration {
-    PINGORA_CLOSE_TIMEOUT + GRACE + SHUTDOWN_TIMEOUT + EXIT_SLACK
+    PINGORA_CLOSE_TIMEOUT + EXIT_SLACK
+}
+
+/// Watches `pid` from now on (polling, until `deadline`): how long it took to be gone, or
+/// `None` if it was still alive at the deadline. Started right after a signal, so that the
+/// time measured is the process's own, not the test's.
+fn watch_exit(pid: u32, deadline: Instant) -> tokio::task::JoinHandle<Option<Duration>> {
+    let from = Instant::now();
+    tokio::spawn(async move { wait_gone(pid, deadline).await.then(|| from.elapsed()) })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -584,11 +651,12 @@ fn exit_bound_after_quit() -> Duration {
 
 /// Issue 7 (1): three successive upgrades of a daemonised gateway under continuous keep-alive and
 /// connection-per-request traffic: no request fails, `/ready`'s pid moves old → new each time,
-/// every old process exits, and exactly one process is left.
+/// every old process exits once drained (issue 22: right after Pingora's hand-off window, not
+/// after the 60 s grace period), and exactly one process is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_upgrades_under_load_lose_no_request() {
     let backend = Backend::start("b").await;
-    let fleet = Fleet::new(&backend, "2s", "3s");
+    let fleet = Fleet::new(&backend, GRACE, SHUTDOWN_TIMEOUT);
     let first = fleet.start_daemon().await;
 
     let traffic = Traffic::start(fleet.port, MIXED_CLIENTS);
@@ -599,7 +667,7 @@ async fn three_upgrades_under_load_lose_no_request() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     let mut generations = vec![first];
-    let mut quits: Vec<(u32, Instant)> = Vec::new();
+    let mut quits: Vec<(u32, tokio::task::JoinHandle<Option<Duration>>)> = Vec::new();
     for i in 1..=3 {
         let old = *generations.last().unwrap();
         timeline.push(format!("t={:.3}s upgrade {i}: run -d -u", traffic.at()));
@@ -609,7 +677,10 @@ async fn three_upgrades_under_load_lose_no_request() {
             traffic.at()
         ));
         signal(old, "QUIT");
-        quits.push((old, Instant::now()));
+        quits.push((
+            old,
+            watch_exit(old, Instant::now() + exit_bound_after_quit()),
+        ));
         timeline.push(format!(
             "t={:.3}s upgrade {i}: QUIT sent; {old} should stop accepting and start its graceful \
              shutdown at t≈{:.3}s (Pingora's 5 s close timeout)",
@@ -629,11 +700,14 @@ async fn three_upgrades_under_load_lose_no_request() {
     }
 
     let mut lingering = Vec::new();
-    for (pid, quit_at) in &quits {
-        if wait_gone(*pid, *quit_at + exit_bound_after_quit()).await {
-            timeline.push(format!("t={:.3}s pid {pid} is gone", traffic.at()));
-        } else {
-            lingering.push(*pid);
+    for (pid, exit) in quits {
+        match exit.await.expect("exit watcher panicked") {
+            Some(after) => timeline.push(format!(
+                "t={:.3}s pid {pid} was gone {:.3}s after its SIGQUIT",
+                traffic.at(),
+                after.as_secs_f64()
+            )),
+            None => lingering.push(pid),
         }
     }
     // A little traffic on the sole survivor.
@@ -654,8 +728,8 @@ async fn three_upgrades_under_load_lose_no_request() {
     );
     assert!(
         lingering.is_empty(),
-        "old process(es) {lingering:?} still alive {:?} after their SIGQUIT (expected gone after \
-         Pingora's 5 s close timeout + grace_period + graceful_shutdown_timeout)",
+        "old process(es) {lingering:?} still alive {:?} after their SIGQUIT (expected gone once \
+         drained, right after Pingora's 5 s close timeout; grace_period is {GRACE})",
         exit_bound_after_quit()
     );
     let last = *generations.last().unwrap();
@@ -676,11 +750,12 @@ async fn three_upgrades_under_load_lose_no_request() {
 }
 
 /// Issue 7 (2): a slow request that reached the backend through the old process just before its
-/// SIGQUIT completes: 200 with the whole body.
+/// SIGQUIT completes: 200 with the whole body; then the old process exits, drained (issue 22),
+/// far before its 60 s grace period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_slow_request_completes_on_the_old_process() {
     let backend = Backend::start("b").await;
-    let fleet = Fleet::new(&backend, "2s", "3s");
+    let fleet = Fleet::new(&backend, GRACE, SHUTDOWN_TIMEOUT);
     let old = fleet.start_daemon().await;
 
     // The new process is up but has no listening socket until the old one hands them over after
@@ -712,7 +787,7 @@ async fn in_flight_slow_request_completes_on_the_old_process() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     signal(old, "QUIT");
-    let quit_at = Instant::now();
+    let exit = watch_exit(old, Instant::now() + exit_bound_after_quit());
     fleet.wait_ready_pid(new, Duration::from_secs(15)).await;
 
     let (status, content_length, body) = tokio::time::timeout(Duration::from_secs(15), slow)
@@ -734,9 +809,12 @@ async fn in_flight_slow_request_completes_on_the_old_process() {
     );
     assert_eq!(v.get("backend").and_then(Value::as_str), Some("b"), "{v}");
 
+    let gone_after = exit.await.expect("exit watcher panicked");
+    eprintln!("old process {old} gone {gone_after:?} after SIGQUIT (grace_period {GRACE})");
     assert!(
-        wait_gone(old, quit_at + exit_bound_after_quit()).await,
-        "old process {old} still alive {:?} after SIGQUIT",
+        gone_after.is_some(),
+        "old process {old} still alive {:?} after SIGQUIT: it should exit once drained, not \
+         after its grace_period ({GRACE})",
         exit_bound_after_quit()
     );
     assert_eq!(fleet.live(), BTreeSet::from([new]));
@@ -747,7 +825,7 @@ async fn in_flight_slow_request_completes_on_the_old_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_with_a_broken_config_leaves_the_old_process_serving() {
     let backend = Backend::start("b").await;
-    let fleet = Fleet::new(&backend, "2s", "3s");
+    let fleet = Fleet::new(&backend, GRACE, SHUTDOWN_TIMEOUT);
     let old = fleet.start_daemon().await;
     let good = std::fs::read_to_string(&fleet.cfg).expect("read config");
 
@@ -831,6 +909,51 @@ async fn upgrade_with_a_broken_config_leaves_the_old_process_serving() {
     assert_eq!(read_pid(&fleet.pid_file), Some(old));
 }
 
+/// Sends one GET for `path` on a fresh connection in the background; the backend echoes it
+/// (after [`DEFAULT_SLOW_DELAY`] for `/slow...` paths). Returns `(status, body)`.
+fn spawn_get(
+    port: u16,
+    path: &str,
+) -> tokio::task::JoinHandle<Result<(u16, bytes::Bytes), String>> {
+    let url = format!("http://127.0.0.1:{port}{path}");
+    tokio::spawn(async move {
+        let r = client_no_keepalive()
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("request error: {e:?}"))?;
+        let status = r.status().as_u16();
+        let body = r
+            .bytes()
+            .await
+            .map_err(|e| format!("HTTP {status}, body error: {e:?}"))?;
+        Ok((status, body))
+    })
+}
+
+/// Waits (≤ 5 s) until `backend` has seen more than `before` requests.
+async fn wait_backend_hit(backend: &Backend, before: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend.hits() == before {
+        assert!(
+            Instant::now() < deadline,
+            "the slow request did not reach the backend within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Asserts a `(status, body)` from [`spawn_get`] is the backend's 200 echo of `path`, whole.
+fn assert_echo_200(result: Result<(u16, bytes::Bytes), String>, path: &str, when: &str) {
+    let (code, body) =
+        result.unwrap_or_else(|e| panic!("the in-flight request {path} failed: {e}\n{when}"));
+    let text = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(code, 200, "in-flight request {path}: {text}\n{when}");
+    let v: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("incomplete or non-JSON body ({e}): {text}\n{when}"));
+    assert_eq!(v.get("path").and_then(Value::as_str), Some(path), "{v}");
+}
+
 /// Issue 7 (4): SIGTERM on a running gateway: new connections are refused at once, an in-flight
 /// slow request is still answered (200, whole body), and the process exits 0 within a bound.
 ///
@@ -844,45 +967,11 @@ async fn upgrade_with_a_broken_config_leaves_the_old_process_serving() {
 async fn sigterm_refuses_new_connections_and_drains_in_flight_requests() {
     let backend = Backend::start("b").await;
     let fleet = Fleet::new(&backend, "5s", "1s");
-    let cfg = fleet.cfg_arg.clone();
-    let stderr_path = fleet.dir.path().join("fg.stderr");
-    let child = Command::new(BIN)
-        .args(["run", "-c", &cfg])
-        .env("RUST_BACKTRACE", "1")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(File::create(fleet.dir.path().join("fg.stdout")).expect("stdout file"))
-        .stderr(File::create(&stderr_path).expect("stderr file"))
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-    let pid = child.id();
-    fleet.remember(pid);
-    *fleet.fg.lock().unwrap() = Some(child);
-    fleet.wait_ready_pid(pid, Duration::from_secs(20)).await;
+    let pid = fleet.start_foreground().await;
 
     let hits_before = backend.hits();
-    let url = format!("http://127.0.0.1:{}/slow/draining", fleet.port);
-    let slow = tokio::spawn(async move {
-        let r = client_no_keepalive()
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("request error: {e:?}"))?;
-        let status = r.status().as_u16();
-        let body = r
-            .bytes()
-            .await
-            .map_err(|e| format!("HTTP {status}, body error: {e:?}"))?;
-        Ok::<_, String>((status, body))
-    });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while backend.hits() == hits_before {
-        assert!(
-            Instant::now() < deadline,
-            "the slow request did not reach the backend within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let slow = spawn_get(fleet.port, "/slow/draining");
+    wait_backend_hit(&backend, hits_before).await;
     signal(pid, "TERM");
     let term_at = Instant::now();
 
@@ -925,43 +1014,104 @@ async fn sigterm_refuses_new_connections_and_drains_in_flight_requests() {
     let request_done = term_at.elapsed();
 
     // The exit: bounded by grace_period + graceful_shutdown_timeout + slack.
-    let exit_deadline = Instant::now() + Duration::from_secs(1 + 5) + EXIT_SLACK;
-    let status = loop {
-        let polled = {
-            let mut guard = fleet.fg.lock().unwrap();
-            let child = guard.as_mut().expect("foreground child");
-            child.try_wait().expect("try_wait")
-        };
-        if let Some(s) = polled {
-            break Some(s);
-        }
-        if Instant::now() >= exit_deadline {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = fleet
+        .wait_foreground_exit(Instant::now() + Duration::from_secs(1 + 5) + EXIT_SLACK)
+        .await;
     let exited = term_at.elapsed();
-    let logs = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-    let tail: Vec<&str> = logs.lines().rev().take(25).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
     let when = format!(
         "after SIGTERM: listener refused at {refused_at:?}, slow request ended at \
          {request_done:?}, process status {status:?} at {exited:?}; gateway log tail:\n{}",
-        tail.join("\n")
+        fleet.foreground_log_tail(25)
+    );
+    assert_echo_200(result, "/slow/draining", &when);
+    let status = status.unwrap_or_else(|| panic!("tollgate did not exit after SIGTERM: {when}"));
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {when}");
+}
+
+/// Issue 22: an idle gateway stops on SIGTERM as soon as it has nothing to drain, well before its
+/// grace period (60 s here; Pingora's own default would be 300 s). A client's idle keep-alive
+/// connection does not hold it: Pingora closes those once it has stopped accepting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_gateway_exits_on_sigterm_well_before_grace_period() {
+    let backend = Backend::start("b").await;
+    let fleet = Fleet::new(&backend, GRACE, SHUTDOWN_TIMEOUT);
+    let pid = fleet.start_foreground().await;
+
+    // A pooled client keeps its connection open and idle after this request.
+    let keepalive = client();
+    let url = format!("http://127.0.0.1:{}/t/idle/1", fleet.port);
+    one_request(&keepalive, &url, "/t/idle/1")
+        .await
+        .unwrap_or_else(|e| panic!("request before SIGTERM: {e}"));
+
+    signal(pid, "TERM");
+    let term_at = Instant::now();
+    let status = fleet.wait_foreground_exit(term_at + EXIT_SLACK).await;
+    let exited = term_at.elapsed();
+    eprintln!("idle gateway: status {status:?} {exited:?} after SIGTERM (grace_period {GRACE})");
+    let when = format!(
+        "{exited:?} after SIGTERM, grace_period {GRACE}; gateway log tail:\n{}",
+        fleet.foreground_log_tail(25)
+    );
+    let status = status.unwrap_or_else(|| {
+        panic!("an idle gateway must exit once drained, not after its grace period: {when}")
+    });
+    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {when}");
+    assert!(
+        fleet.foreground_log_tail(25).contains("drained"),
+        "the exit should be the drain's early exit: {when}"
+    );
+    drop(keepalive);
+}
+
+/// Issue 22: one slow request in flight keeps a SIGTERMed gateway alive until it has been
+/// answered (200, whole body); then the gateway exits, well before its 60 s grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_delays_sigterm_exit_until_answered() {
+    let backend = Backend::start("b").await;
+    let fleet = Fleet::new(&backend, GRACE, SHUTDOWN_TIMEOUT);
+    let pid = fleet.start_foreground().await;
+
+    let hits_before = backend.hits();
+    let slow = spawn_get(fleet.port, "/slow/holds-the-exit");
+    wait_backend_hit(&backend, hits_before).await;
+    signal(pid, "TERM");
+    let term_at = Instant::now();
+
+    // The backend answers DEFAULT_SLOW_DELAY (3 s) after it got the request, i.e. after SIGTERM;
+    // an idle gateway is gone a fraction of a second after SIGTERM (test above). Halfway, the
+    // request is pending, and the process must still be there to answer it.
+    tokio::time::sleep(DEFAULT_SLOW_DELAY / 2).await;
+    assert!(
+        !slow.is_finished(),
+        "the slow request ended before the backend could have answered it"
+    );
+    assert!(
+        fleet.foreground_status().is_none(),
+        "the gateway exited {:?} after SIGTERM with a request in flight; log tail:\n{}",
+        term_at.elapsed(),
+        fleet.foreground_log_tail(25)
     );
 
-    let (code, body) = result.unwrap_or_else(|e| {
-        panic!("the in-flight slow request was not drained by SIGTERM: {e}\n{when}")
-    });
-    let text = String::from_utf8_lossy(&body).into_owned();
-    assert_eq!(code, 200, "in-flight slow request: {text}\n{when}");
-    let v: Value = serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("incomplete or non-JSON body ({e}): {text}\n{when}"));
-    assert_eq!(
-        v.get("path").and_then(Value::as_str),
-        Some("/slow/draining"),
-        "{v}"
+    let result = tokio::time::timeout(Duration::from_secs(15), slow)
+        .await
+        .expect("slow request still running 15 s after SIGTERM")
+        .expect("slow request task panicked");
+    let answered = term_at.elapsed();
+    let status = fleet.wait_foreground_exit(term_at + EXIT_SLACK).await;
+    let exited = term_at.elapsed();
+    eprintln!(
+        "slow request: answered {answered:?}, gateway status {status:?} {exited:?} after \
+         SIGTERM (grace_period {GRACE})"
     );
-    let status = status.unwrap_or_else(|| panic!("tollgate did not exit after SIGTERM: {when}"));
+    let when = format!(
+        "answered {answered:?}, exit {status:?} {exited:?} after SIGTERM, grace_period {GRACE}; \
+         gateway log tail:\n{}",
+        fleet.foreground_log_tail(25)
+    );
+    assert_echo_200(result, "/slow/holds-the-exit", &when);
+    let status = status.unwrap_or_else(|| {
+        panic!("the gateway must exit once the slow request is answered: {when}")
+    });
     assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {when}");
 }

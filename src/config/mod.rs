@@ -11,10 +11,12 @@ mod problem;
 pub mod rate_limit;
 mod units;
 mod validate;
+mod warnings;
 
 pub use problem::{Problem, Problems};
 pub use units::{ByteSize, HumanDuration};
 pub use validate::resolve_backend;
+pub use warnings::{SHIPPED_UNIT_TIMEOUT_STOP, UPGRADE_HAND_OFF};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -54,10 +56,14 @@ pub struct ServerConfig {
     pub pid_file: String,
     #[serde(default = "default_upgrade_sock")]
     pub upgrade_sock: String,
-    #[serde(default)]
-    pub grace_period: Option<HumanDuration>,
-    #[serde(default)]
-    pub graceful_shutdown_timeout: Option<HumanDuration>,
+    /// After SIGTERM (or an upgrade's socket hand-off), the most in-flight requests get to
+    /// finish; the process exits as soon as they have (see `drain`). Has its own default:
+    /// Pingora's is 300 s, far beyond the shipped unit's `TimeoutStopSec`.
+    #[serde(default = "default_grace_period")]
+    pub grace_period: HumanDuration,
+    /// Then the bound on tearing the runtimes down (Pingora's default, made explicit).
+    #[serde(default = "default_graceful_shutdown_timeout")]
+    pub graceful_shutdown_timeout: HumanDuration,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     #[serde(default = "default_max_request_body")]
@@ -95,8 +101,8 @@ impl Default for ServerConfig {
             threads: default_threads(),
             pid_file: default_pid_file(),
             upgrade_sock: default_upgrade_sock(),
-            grace_period: None,
-            graceful_shutdown_timeout: None,
+            grace_period: default_grace_period(),
+            graceful_shutdown_timeout: default_graceful_shutdown_timeout(),
             trusted_proxies: Vec::new(),
             max_request_body: default_max_request_body(),
             max_header_bytes: default_max_header_bytes(),
@@ -125,6 +131,14 @@ fn default_pid_file() -> String {
 }
 fn default_upgrade_sock() -> String {
     "/run/tollgate/upgrade.sock".to_string()
+}
+/// Leaves the shipped unit's `TimeoutStopSec` (60 s) room for the 5 s upgrade hand-off and
+/// the teardown bound: 5 + 30 + 5 s.
+fn default_grace_period() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_graceful_shutdown_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
 }
 fn default_max_request_body() -> ByteSize {
     ByteSize(10 * 1024 * 1024)
@@ -465,6 +479,11 @@ pub struct HeaderOps {
 }
 
 impl Config {
+    /// Valid settings that are probably mistakes (see [`warnings`]); never refuse the file.
+    pub fn warnings(&self) -> Vec<Problem> {
+        warnings::warnings(self)
+    }
+
     fn resolve_paths(&mut self, base: &Path) {
         let resolve = |p: &mut Option<String>| {
             if let Some(path) = p {
@@ -478,28 +497,6 @@ impl Config {
             resolve(&mut jwt.public_key_file);
             resolve(&mut jwt.jwks_file);
         }
-    }
-
-    /// Settings that are valid but risky, each with its YAML path: `check` prints them as
-    /// `warning:` lines and `run` logs them; they never stop a start.
-    pub fn warnings(&self) -> Vec<Problem> {
-        let mut out: Vec<Problem> = self
-            .server
-            .path_policy
-            .warnings("server.path_policy")
-            .into_iter()
-            .map(|(at, msg)| Problem::new(at, msg))
-            .collect();
-        for (i, route) in self.routes.iter().enumerate() {
-            if let Some(p) = &route.path_policy {
-                out.extend(
-                    p.warnings(&format!("routes[{i}].path_policy"))
-                        .into_iter()
-                        .map(|(at, msg)| Problem::new(at, msg)),
-                );
-            }
-        }
-        out
     }
 
     /// Parse YAML text: shape errors come back as a single problem naming the YAML path.

@@ -16,7 +16,7 @@ use header_deadline::{HeaderDeadline, Refusal};
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,6 +35,7 @@ pub struct GuardedApp<A> {
     inner: Arc<A>,
     limits: ConnectionLimits,
     open: Arc<AtomicUsize>,
+    stopped_accepting: Arc<AtomicBool>,
 }
 
 impl<A> GuardedApp<A> {
@@ -43,7 +44,37 @@ impl<A> GuardedApp<A> {
             inner: Arc::new(inner),
             limits,
             open: Arc::default(),
+            stopped_accepting: Arc::default(),
         }
+    }
+
+    /// A live view of this app's listeners, for ending a drain early (`crate::drain`).
+    pub fn state(&self) -> ListenerState {
+        ListenerState {
+            open: self.open.clone(),
+            stopped_accepting: self.stopped_accepting.clone(),
+        }
+    }
+}
+
+/// What a drain needs to know about the public listeners.
+#[derive(Debug, Clone)]
+pub struct ListenerState {
+    open: Arc<AtomicUsize>,
+    stopped_accepting: Arc<AtomicBool>,
+}
+
+impl ListenerState {
+    /// Connections that hold a `max_connections` slot: from accept to close, whatever happens
+    /// in between (the slot is freed on drop, so a panic or a cancelled task cannot leak one).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// True once Pingora has ended every accept loop of the service (it calls the app's
+    /// `cleanup` only then): no new connection can arrive.
+    pub fn stopped_accepting(&self) -> bool {
+        self.stopped_accepting.load(Ordering::Acquire)
     }
 }
 
@@ -151,7 +182,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
         self.inner.process_new(guarded, shutdown).await
     }
 
+    /// Pingora calls this once all accept loops of the service have ended (after its shutdown
+    /// broadcast); the inner cleanup then closes keep-alive connections waiting for a request.
     async fn cleanup(&self) {
+        self.stopped_accepting.store(true, Ordering::Release);
         self.inner.cleanup().await
     }
 }

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 /// interval below this absorbs over 300k lines/s.
 const QUEUE: usize = 16 * 1024;
 /// How often the writer drains the queue; the most a line waits before reaching the file.
-const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+pub const WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
