@@ -4,8 +4,8 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::json;
 use std::sync::Arc;
-use tollgate::transform::json_paths::{Mode, Rules};
-use tollgate::transform::json_strip::JsonStripper;
+use tollgate::response_json::paths::{Mode, Rules};
+use tollgate::response_json::strip::JsonStripper;
 
 /// An order-like document of about `target` bytes.
 fn document(target: usize) -> Vec<u8> {

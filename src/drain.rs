@@ -1,5 +1,11 @@
-//! A graceful stop (SIGTERM, or SIGQUIT once the sockets are handed over) ends the process as
-//! soon as nothing is left to drain, instead of after the whole `grace_period`.
+//! Everything about stopping: the signals that start a drain, `Connection: close` on every
+//! response from then on ([`Draining`]), and ending the process as soon as nothing is left to
+//! drain instead of after the whole `grace_period` ([`DrainExit`]).
+//!
+//! Why `Connection: close` from the signal on: Pingora keeps accepting for a few seconds after
+//! SIGQUIT (the socket hand-off of an upgrade) and then drops idle keep-alive connections; a
+//! busy client's next request on such a connection would be lost. Told to close, clients move
+//! to fresh connections (served by the new process) while this one still answers.
 //!
 //! Why a service that exits the process: Pingora 0.9's graceful exit broadcasts shutdown and
 //! then blocks its main thread in `thread::sleep(grace_period)` (pingora-core `Server::run`)
@@ -28,8 +34,52 @@
 
 use crate::listener::ListenerState;
 use crate::observability::metrics::METRICS;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
 use pingora::server::ShutdownWatch;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Set by SIGQUIT or SIGTERM: this process is on its way out.
+#[derive(Debug, Clone, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    /// A flag that the drain signals raise.
+    pub fn on_signals() -> Result<Draining, String> {
+        let flag = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGQUIT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(signal, flag.clone())
+                .map_err(|e| format!("cannot watch signal {signal}: {e}"))?;
+        }
+        Ok(Draining(flag))
+    }
+
+    pub fn active(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Before the gateway answers a request itself: no keep-alive once draining.
+    pub fn before_reply(&self, session: &mut Session) {
+        if self.active() {
+            session.set_keepalive(None);
+        }
+    }
+
+    /// On a response head going out: `Connection: close` once draining.
+    pub fn on_response(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+    ) -> pingora::Result<()> {
+        if self.active() {
+            resp.insert_header(http::header::CONNECTION, "close")?;
+            session.set_keepalive(None);
+        }
+        Ok(())
+    }
+}
 
 /// How long the process must be continuously idle before it exits.
 const QUIET: Duration = Duration::from_millis(250);

@@ -4,7 +4,41 @@
 //! proxy; from anyone else it is discarded, because any client can write that header.
 
 use ipnet::IpNet;
+use pingora::http::RequestHeader;
 use std::net::IpAddr;
+
+/// The client of one request as the gateway sees it.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    /// DESIGN.md `client_ip`: the TCP peer, or what a trusted proxy said it forwarded for.
+    pub ip: Option<IpAddr>,
+    /// The `X-Forwarded-For` the upstream receives.
+    forwarded_for: Option<String>,
+    peer_trusted: bool,
+}
+
+impl Client {
+    /// `X-Forwarded-For`, `-Proto` and `-Host` on the upstream request: a trusted proxy's
+    /// `-Proto`/`-Host` pass through, anyone else's are replaced with what this hop saw.
+    pub fn set_upstream_headers(
+        &self,
+        upstream: &mut RequestHeader,
+        original: &RequestHeader,
+        host: &str,
+    ) -> pingora::Result<()> {
+        if let Some(xff) = &self.forwarded_for {
+            upstream.insert_header("X-Forwarded-For", xff.as_str())?;
+        }
+        if !(self.peer_trusted && original.headers.contains_key("x-forwarded-proto")) {
+            upstream.insert_header("X-Forwarded-Proto", "http")?;
+        }
+        let keep_host = self.peer_trusted && original.headers.contains_key("x-forwarded-host");
+        if !keep_host && !host.is_empty() {
+            upstream.insert_header("X-Forwarded-Host", host.to_owned())?;
+        }
+        Ok(())
+    }
+}
 
 /// Parse a trusted-proxy entry: a CIDR (`10.0.0.0/8`) or a bare address (`192.168.1.7`).
 pub fn parse_trusted(s: &str) -> Option<IpNet> {
@@ -18,9 +52,24 @@ pub fn parse_trusted(s: &str) -> Option<IpNet> {
 pub struct TrustedProxies(Vec<IpNet>);
 
 impl TrustedProxies {
-    /// Entries were checked by config validation; unparsable ones are skipped defensively.
-    pub fn new(entries: &[String]) -> TrustedProxies {
-        TrustedProxies(entries.iter().filter_map(|e| parse_trusted(e)).collect())
+    /// `server.trusted_proxies`; every entry that is not a CIDR or an address is a problem.
+    pub fn build(entries: &[String]) -> Result<TrustedProxies, Vec<crate::config::Problem>> {
+        let mut nets = Vec::with_capacity(entries.len());
+        let mut problems = Vec::new();
+        for (i, cidr) in entries.iter().enumerate() {
+            match parse_trusted(cidr) {
+                Some(net) => nets.push(net),
+                None => problems.push(crate::config::Problem::new(
+                    format!("server.trusted_proxies[{i}]"),
+                    format!("invalid CIDR {cidr:?}; write e.g. 10.0.0.0/8 or 192.168.1.7"),
+                )),
+            }
+        }
+        if problems.is_empty() {
+            Ok(TrustedProxies(nets))
+        } else {
+            Err(problems)
+        }
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -30,6 +79,19 @@ impl TrustedProxies {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Who sent this request, from the TCP peer and the incoming `X-Forwarded-For`.
+    pub fn client(&self, peer: Option<IpAddr>, incoming_xff: Option<&str>) -> Client {
+        let Some(peer) = peer else {
+            return Client::default();
+        };
+        let (ip, xff) = resolve(peer, incoming_xff, self);
+        Client {
+            ip: Some(ip),
+            forwarded_for: Some(xff),
+            peer_trusted: !self.is_empty() && self.contains(peer),
+        }
     }
 }
 
@@ -77,7 +139,7 @@ mod tests {
 
     #[test]
     fn untrusted_peer_cannot_spoof() {
-        let t = TrustedProxies::new(&["10.0.0.0/8".to_string()]);
+        let t = TrustedProxies::build(&["10.0.0.0/8".to_string()]).expect("valid");
         let (client, xff) = resolve(ip("203.0.113.9"), Some("1.2.3.4"), &t);
         assert_eq!(client, ip("203.0.113.9"));
         assert_eq!(xff, "203.0.113.9");
@@ -85,7 +147,7 @@ mod tests {
 
     #[test]
     fn trusted_peer_chain_is_appended_and_walked() {
-        let t = TrustedProxies::new(&["10.0.0.0/8".to_string()]);
+        let t = TrustedProxies::build(&["10.0.0.0/8".to_string()]).expect("valid");
         let (client, xff) = resolve(ip("10.0.0.2"), Some("1.2.3.4, 10.0.0.1"), &t);
         assert_eq!(client, ip("1.2.3.4"));
         assert_eq!(xff, "1.2.3.4, 10.0.0.1, 10.0.0.2");
@@ -93,7 +155,7 @@ mod tests {
 
     #[test]
     fn garbage_in_the_chain_stops_the_walk() {
-        let t = TrustedProxies::new(&["127.0.0.1".to_string()]);
+        let t = TrustedProxies::build(&["127.0.0.1".to_string()]).expect("valid");
         let (client, _) = resolve(ip("127.0.0.1"), Some("evil, 1.2.3.4"), &t);
         assert_eq!(client, ip("1.2.3.4"));
         let (client, _) = resolve(ip("127.0.0.1"), Some("nonsense"), &t);
@@ -102,7 +164,7 @@ mod tests {
 
     #[test]
     fn mapped_ipv6_is_treated_as_ipv4() {
-        let t = TrustedProxies::new(&["127.0.0.0/8".to_string()]);
+        let t = TrustedProxies::build(&["127.0.0.0/8".to_string()]).expect("valid");
         assert!(t.contains(ip("::ffff:127.0.0.1")));
         assert!(parse_trusted("10.0.0.0/33").is_none());
     }

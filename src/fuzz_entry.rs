@@ -10,9 +10,9 @@ use crate::auth::jwt::JwtProvider;
 use crate::config::auth::JwtProviderConfig;
 use crate::config::{Config, Problems};
 use crate::listener::head_scan::{HeadScan, Scan};
+use crate::response_json::paths::{Mode, Rules};
+use crate::response_json::strip::{JsonStripper, StripError, MAX_KEY};
 use crate::routing::normalize::{normalize, PathError};
-use crate::transform::json_paths::{Mode, Rules};
-use crate::transform::json_strip::{JsonStripper, StripError, MAX_KEY};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -280,7 +280,7 @@ pub fn jwt_header(data: &[u8]) {
     }
 }
 
-/// Config loading (`tollgate check`, startup, reload). Never panics; a rejection always says
+/// Config loading and building (`tollgate check`, startup, reload). Never panics; a rejection always says
 /// what is wrong; a shape error found by `parse` is reported unchanged by `load_str`.
 /// Configs that would touch the outside world are skipped: backend host names (DNS lookups) and
 /// key files that are not small regular files (`/dev/zero`, FIFOs, `/proc`).
@@ -294,8 +294,13 @@ pub fn config_load(data: &[u8]) {
             return;
         }
     }
-    match Config::load_str(text) {
-        Ok(_) => assert!(parsed.is_ok(), "loaded what does not parse"),
+    // What only building can find (key files, limit keys, CIDRs, JSON paths) is reported by
+    // the composition root, with the same guarantees.
+    let built = Config::load_str(text).and_then(|config| {
+        crate::runtime::Runtime::build(&config, crate::drain::Draining::default()).map(|_| ())
+    });
+    match built {
+        Ok(()) => assert!(parsed.is_ok(), "loaded what does not parse"),
         Err(Problems(problems)) => {
             assert!(!problems.is_empty(), "rejected without a problem");
             for p in &problems {

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tollgate::auth::mint::{mint_hmac, DevClaims};
 use tollgate::config::{Config, Problems};
+use tollgate::drain::Draining;
+use tollgate::runtime::Runtime;
 use tollgate::server::{self, RunFlags};
 
 #[derive(Parser)]
@@ -80,9 +82,18 @@ fn print_problems(file: &str, problems: &Problems) {
     eprintln!("{} problem(s) in {file}", problems.0.len());
 }
 
-fn load(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path).map_err(|problems| {
+/// Read a config and build its runtime (the composition root): every problem is printed.
+fn load(path: &Path, draining: Draining) -> Result<(Config, Runtime), ExitCode> {
+    Runtime::load(path, draining).map_err(|problems| {
         print_problems(&path.display().to_string(), &problems);
+        ExitCode::from(1)
+    })
+}
+
+/// The drain flag of a serving process: raised by SIGQUIT and SIGTERM.
+fn draining() -> Result<Draining, ExitCode> {
+    Draining::on_signals().map_err(|e| {
+        eprintln!("error: {e}");
         ExitCode::from(1)
     })
 }
@@ -99,10 +110,11 @@ fn init_tracing(level: &str) {
 
 fn serve(
     config: &Config,
+    runtime: Runtime,
     flags: RunFlags,
     extra: Vec<Box<dyn pingora::services::ServiceWithDependents>>,
 ) -> ExitCode {
-    match server::build(config, flags, extra) {
+    match server::build(config, runtime, flags, extra) {
         Ok(server) => {
             tracing::info!(
                 "tollgate {} serving {} route(s) over {} upstream(s) on {:?}, admin on {}",
@@ -124,8 +136,8 @@ fn serve(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { conf } => match load(&conf) {
-            Ok(config) => {
+        Command::Check { conf } => match load(&conf, Draining::default()) {
+            Ok((config, _runtime)) => {
                 // Warnings do not fail `check`: the file is usable, maybe not as intended.
                 for w in config.warnings() {
                     eprintln!("warning: {w}");
@@ -145,15 +157,19 @@ fn main() -> ExitCode {
             daemon,
             upgrade,
         } => {
-            let config = match load(&conf) {
-                Ok(c) => c,
+            let draining = match draining() {
+                Ok(d) => d,
+                Err(code) => return code,
+            };
+            let (config, runtime) = match load(&conf, draining) {
+                Ok(built) => built,
                 Err(code) => return code,
             };
             init_tracing(&config.server.log_level);
             for w in config.warnings() {
                 tracing::warn!("config: {w}");
             }
-            serve(&config, RunFlags { daemon, upgrade }, Vec::new())
+            serve(&config, runtime, RunFlags { daemon, upgrade }, Vec::new())
         }
         Command::Token {
             secret_env,
@@ -207,12 +223,25 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            let runtime = match draining().map(|d| Runtime::build(&config, d)) {
+                Ok(Ok(runtime)) => runtime,
+                Ok(Err(problems)) => {
+                    eprintln!("error: the embedded demo config is invalid:\n{problems}");
+                    return ExitCode::from(1);
+                }
+                Err(code) => return code,
+            };
             init_tracing(&config.server.log_level);
             println!(
                 "{}",
                 tollgate::demo::banner(&config.server.listen[0], &config.server.admin_listen)
             );
-            serve(&config, RunFlags::default(), tollgate::demo::services())
+            serve(
+                &config,
+                runtime,
+                RunFlags::default(),
+                tollgate::demo::services(),
+            )
         }
     }
 }

@@ -6,15 +6,13 @@ use crate::config::Config;
 use crate::drain::DrainExit;
 use crate::listener::probe::ListenerProbe;
 use crate::listener::{ConnectionLimits, GuardedApp};
-use crate::proxy::Gateway;
-use crate::upstream::{HealthService, Pools};
+use crate::runtime::Runtime;
+use crate::upstream::HealthService;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use pingora::services::ServiceWithDependents;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 /// Command-line switches that shape how the process runs (not what it serves).
 #[derive(Debug, Clone, Copy, Default)]
@@ -75,24 +73,15 @@ impl pingora::services::background::BackgroundService for ParentSettle {
     }
 }
 
-/// A ready-to-run server. `extra` services (the demo backends) start before health checks.
+/// A ready-to-run server around a built runtime. `extra` services (the demo backends) start
+/// before health checks.
 pub fn build(
     config: &Config,
+    runtime: Runtime,
     flags: RunFlags,
     extra: Vec<Box<dyn ServiceWithDependents>>,
 ) -> Result<Server, String> {
-    let pools = Arc::new(Pools::build(config)?);
-    let mut gateway = Gateway::new(config, &pools)?;
-    // Pingora keeps accepting for a few seconds after SIGQUIT (the socket hand-off) and then
-    // drops idle keep-alive connections; a busy client's next request on such a connection
-    // would be lost. From the signal on, every response says `Connection: close`, so clients
-    // move to fresh connections (served by the new process) while this one still answers.
-    let draining = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGQUIT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, draining.clone())
-            .map_err(|e| format!("cannot watch signal {signal}: {e}"))?;
-    }
-    gateway.set_draining_flag(draining);
+    let Runtime { pools, gateway } = runtime;
     let limit_sync = gateway.rate_limit_sync();
 
     let opt = Opt {

@@ -52,6 +52,18 @@ pub fn parse(value: &str) -> Option<&str> {
     Some(trace_id)
 }
 
+impl TraceContext {
+    /// A trace this hop started replaces whatever `traceparent`/`tracestate` came in; an
+    /// incoming valid one travels on untouched.
+    pub fn set_upstream(&self, upstream: &mut pingora::http::RequestHeader) -> pingora::Result<()> {
+        if let TraceContext::Started { header, .. } = self {
+            upstream.insert_header("traceparent", header.as_str())?;
+            upstream.remove_header("tracestate");
+        }
+        Ok(())
+    }
+}
+
 pub fn from_incoming(value: Option<&str>) -> TraceContext {
     match value.and_then(parse) {
         Some(id) => TraceContext::Incoming {

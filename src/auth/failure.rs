@@ -57,4 +57,13 @@ impl AuthFailure {
             AuthFailure::InvalidApiKey => "API key invalid",
         }
     }
+
+    /// The RFC 6750 `WWW-Authenticate` challenge; the description is fixed text, never the
+    /// token.
+    pub fn challenge(self) -> String {
+        format!(
+            "Bearer realm=\"tollgate\", error=\"invalid_token\", error_description=\"{}\"",
+            self.description()
+        )
+    }
 }

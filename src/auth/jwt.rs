@@ -41,6 +41,20 @@ pub struct JwtProvider {
     pub token_query: Option<String>,
 }
 
+/// Whether the token's JOSE header has a `crit` member, whatever its value (the header is
+/// parsed as plain JSON, so escaped spellings of the name count too).
+fn names_crit(token: &str) -> bool {
+    use base64::Engine;
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<Map<String, Value>>(&json).ok())
+        .is_some_and(|h| h.contains_key("crit"))
+}
+
 /// Parse the allow-list; `none` and unknown names are errors.
 pub fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, String> {
     if names.is_empty() {
@@ -276,9 +290,9 @@ impl JwtProvider {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthFailure::Malformed)?;
         // RFC 7515 §4.1.11: a recipient MUST reject a token whose `crit` lists an extension it
         // does not understand, and `crit` must never be empty nor name a registered parameter.
-        // tollgate implements no extension, so any `crit` at all is refused (a non-array `crit`
-        // already failed to parse above).
-        if header.crit.is_some() {
+        // tollgate implements no extension, so a `crit` parameter of any value (even `null`,
+        // which the typed header above reads as absent) is refused.
+        if header.crit.is_some() || names_crit(token) {
             return Err(AuthFailure::UnsupportedCrit);
         }
         if !self.algorithms.contains(&header.alg) {
@@ -404,7 +418,12 @@ mod tests {
     }
 
     fn hs_provider() -> JwtProvider {
-        let path = std::env::temp_dir().join(format!("tollgate-jwt-secret-{}", std::process::id()));
+        // One file per call: tests run in parallel threads, and a file rewritten by one while
+        // another reads it would be read truncated.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("tollgate-jwt-secret-{}-{n}", std::process::id()));
         std::fs::write(&path, SECRET).unwrap();
         provider(&format!(
             "{{algorithms: [HS256], secret_file: {}, issuer: idp, audience: [api, other], leeway: 0s}}",
@@ -619,7 +638,7 @@ mod tests {
             .unwrap();
             format!("{signing_input}.{sig}")
         };
-        for crit in [r#"["x-unknown"]"#, r#"["exp"]"#, "[]", r#"["b64"]"#] {
+        for crit in [r#"["x-unknown"]"#, r#"["exp"]"#, "[]", r#"["b64"]"#, "null"] {
             let header = format!(r#"{{"alg":"HS256","typ":"JWT","crit":{crit},"x-unknown":1}}"#);
             assert_eq!(
                 p.verify(&sign(&header)),

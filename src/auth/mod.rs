@@ -17,6 +17,8 @@ pub use identity::Identity;
 pub use policy::RoutePolicy;
 
 use crate::config::{auth::RouteAuthConfig, Config, Problem};
+use crate::observability::metrics::METRICS;
+use crate::reply::{GatewayError, Refusal};
 use api_key::ApiKeyProvider;
 use http::HeaderName;
 use jwt::JwtProvider;
@@ -46,6 +48,13 @@ pub enum Verdict {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+/// A request let in: who it is (if it said), and a query parameter that carried the token and
+/// must not be forwarded.
+pub struct Admitted {
+    pub identity: Option<Arc<Identity>>,
+    pub strip_query_param: Option<String>,
+}
+
 pub struct Outcome {
     pub verdict: Verdict,
     /// A query parameter that carried the token and must not be forwarded.
@@ -161,6 +170,47 @@ impl Auth {
 
     pub fn identity_headers(&self) -> &[HeaderName] {
         &self.identity_headers
+    }
+
+    /// DESIGN.md step 5 for one request: the caller's identity, or the gateway's answer (401
+    /// with an RFC 6750 challenge, or 403), counted in `tollgate_auth_failures_total`. A 403
+    /// still carries the identity, for the access log.
+    pub fn admit(
+        &self,
+        policy: &RoutePolicy,
+        req: &RequestHeader,
+        route_name: &str,
+    ) -> Result<Admitted, (Refusal, Option<Arc<Identity>>)> {
+        let outcome = self.check(policy, req);
+        let reason = match &outcome.verdict {
+            Verdict::Pass(_) => None,
+            Verdict::Unauthorized(why) => Some(why.reason()),
+            Verdict::Forbidden(_) => Some("forbidden"),
+        };
+        if let Some(reason) = reason {
+            METRICS
+                .auth_failures
+                .with_label_values(&[route_name, reason])
+                .inc();
+        }
+        match outcome.verdict {
+            Verdict::Pass(identity) => Ok(Admitted {
+                identity,
+                strip_query_param: outcome.strip_query_param,
+            }),
+            Verdict::Unauthorized(why) => Err((
+                Refusal::with_message(GatewayError::Unauthorized, why.description())
+                    .header("WWW-Authenticate", why.challenge()),
+                None,
+            )),
+            Verdict::Forbidden(identity) => Err((
+                Refusal::with_message(
+                    GatewayError::Forbidden,
+                    "a required role or scope is missing",
+                ),
+                Some(identity),
+            )),
+        }
     }
 
     /// Authenticate and authorise one request against a route's policy.

@@ -32,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::framing::{Broken, Framing};
+use crate::reply::{self, GatewayError};
 
 pub struct HeaderDeadline {
     inner: Stream,
@@ -82,14 +83,12 @@ impl Refusal {
     /// The answer sent before closing: Pingora never saw a request, so no request id exists.
     pub fn response(self) -> Vec<u8> {
         match self {
-            Refusal::HeaderTimeout => super::canned_response(
-                "408 Request Timeout",
-                "request_timeout",
-                "request head not received in time",
-                "",
-            ),
+            Refusal::HeaderTimeout => {
+                let kind = GatewayError::RequestTimeout;
+                reply::canned(kind, kind.default_message(), "")
+            }
             Refusal::Malformed(why) | Refusal::MalformedBody(why) => {
-                super::canned_response("400 Bad Request", "bad_request", why, "")
+                reply::canned(GatewayError::BadRequest, why, "")
             }
         }
     }

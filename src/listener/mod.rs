@@ -22,6 +22,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::observability::metrics::METRICS;
+use crate::reply::{self, GatewayError};
 
 /// Connection-level limits of the public listeners (the `server` section).
 #[derive(Debug, Clone, Copy)]
@@ -109,18 +110,6 @@ fn count_refusal(why: Refusal) {
         .inc();
 }
 
-/// A complete `Connection: close` answer with DESIGN.md's JSON error body, for connections
-/// refused before Pingora saw a request (so there is no request id to echo).
-pub fn canned_response(status: &str, code: &str, message: &str, extra_headers: &str) -> Vec<u8> {
-    let body =
-        serde_json::json!({"error": code, "message": message, "request_id": "none"}).to_string();
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra_headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
 /// Write a refusal and give up on the connection; bounded, so a client that does not read its
 /// answer cannot hold the task.
 async fn answer_and_close(stream: &mut Stream, response: &[u8]) {
@@ -143,9 +132,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
                 .connections_rejected
                 .with_label_values(&["max_connections"])
                 .inc();
-            let busy = canned_response(
-                "503 Service Unavailable",
-                "service_unavailable",
+            let busy = reply::canned(
+                GatewayError::ServiceUnavailable,
                 "too many connections",
                 "Retry-After: 1\r\n",
             );
@@ -204,28 +192,5 @@ mod tests {
         let c = Slot::take(&open, 2).expect("freed slot is reusable");
         drop((b, c));
         assert_eq!(open.load(Ordering::Acquire), 0);
-    }
-
-    #[test]
-    fn canned_answers_declare_their_real_length_and_carry_json() {
-        let r = canned_response(
-            "503 Service Unavailable",
-            "service_unavailable",
-            "busy",
-            "Retry-After: 1\r\n",
-        );
-        let text = String::from_utf8(r).expect("utf-8");
-        let (head, body) = text.split_once("\r\n\r\n").expect("head end");
-        assert!(
-            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
-            "{head}"
-        );
-        assert!(head.contains("\r\nRetry-After: 1\r\n"), "{head}");
-        assert!(
-            head.contains(&format!("Content-Length: {}\r\n", body.len())),
-            "{head}"
-        );
-        let v: serde_json::Value = serde_json::from_str(body).expect("JSON");
-        assert_eq!(v["error"], "service_unavailable");
     }
 }

@@ -67,7 +67,23 @@ pub struct RequestFacts<'a> {
     pub headers: &'a http::HeaderMap,
 }
 
-impl RequestFacts<'_> {
+impl<'a> RequestFacts<'a> {
+    /// `identity`: the verified consumer and its claims, when the caller was identified.
+    pub fn of(
+        client_ip: Option<IpAddr>,
+        identity: Option<(&'a str, &'a [(String, String)])>,
+        route: usize,
+        headers: &'a http::HeaderMap,
+    ) -> RequestFacts<'a> {
+        RequestFacts {
+            client_ip,
+            consumer: identity.map(|i| i.0),
+            claims: identity.map_or(&[][..], |i| i.1),
+            route,
+            headers,
+        }
+    }
+
     fn ip(&self) -> KeyValue<'_> {
         self.client_ip.map_or(KeyValue::Unknown, KeyValue::Ip)
     }

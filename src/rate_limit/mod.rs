@@ -18,6 +18,8 @@ pub mod window;
 
 use crate::config::rate_limit::{Backend, RateLimitConfig, Stage, SyncMode};
 use crate::config::Config;
+use crate::observability::metrics::METRICS;
+use crate::reply::{GatewayError, Refusal};
 use batched::Batched;
 use key::{KeyKind, KeyValue, RequestFacts};
 use redis_backend::{Clock, RedisShared};
@@ -184,7 +186,7 @@ impl Limit {
 
 /// The outcome of checking a route's limits at one stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Verdict {
+pub struct LimitVerdict {
     /// The decision to report in headers: the refusing limit, else the tightest one.
     pub decision: Decision,
     /// Index of the limit that `decision` belongs to.
@@ -205,6 +207,16 @@ impl RateLimiter {
             Err(m) => return Err(vec![crate::config::Problem::new("redis.url", m)]),
         };
         for (name, cfg) in &config.rate_limits {
+            let needs_identity = KeyKind::parse(&cfg.key).is_ok_and(|k| k.needs_identity());
+            if needs_identity && cfg.stage == Some(Stage::BeforeAuth) {
+                problems.push(crate::config::Problem::new(
+                    format!("rate_limits.{name}.stage"),
+                    format!(
+                        "key {:?} needs the verified identity; use after_auth",
+                        cfg.key
+                    ),
+                ));
+            }
             match Limit::with_backend(name, cfg, redis.as_ref()) {
                 Ok(l) => limits.push(l),
                 Err(m) => problems.push(crate::config::Problem::new(
@@ -218,6 +230,32 @@ impl RateLimiter {
         } else {
             Err(problems)
         }
+    }
+
+    /// Check a route's limits of one stage, note the decision for `X-RateLimit-*`, and say no
+    /// (429 with `Retry-After`, counted) when a limit is exceeded.
+    pub async fn enforce(
+        &self,
+        route_limits: &[usize],
+        stage: Stage,
+        facts: &RequestFacts<'_>,
+        route_name: &str,
+        reported: &mut Reported,
+    ) -> Result<(), Refusal> {
+        let Some(verdict) = self.check(route_limits, stage, facts).await else {
+            return Ok(());
+        };
+        reported.note(verdict);
+        if verdict.decision.allowed {
+            return Ok(());
+        }
+        let limit = self.limits[verdict.limit].name.as_str();
+        METRICS
+            .rate_limited
+            .with_label_values(&[route_name, limit])
+            .inc();
+        Err(Refusal::of(GatewayError::RateLimited)
+            .header("Retry-After", verdict.decision.retry_after_secs.to_string()))
     }
 
     pub fn index(&self, name: &str) -> Option<usize> {
@@ -236,7 +274,7 @@ impl RateLimiter {
         route_limits: &[usize],
         stage: Stage,
         facts: &RequestFacts<'_>,
-    ) -> Option<Verdict> {
+    ) -> Option<LimitVerdict> {
         let mut verdict = Tally::default();
         let mut atomic = false;
         for &i in route_limits {
@@ -287,7 +325,7 @@ impl RateLimiter {
 /// Folds a stage's decisions into the one to report.
 #[derive(Default)]
 struct Tally {
-    best: Option<Verdict>,
+    best: Option<LimitVerdict>,
     refused: bool,
 }
 
@@ -305,7 +343,7 @@ impl Tally {
             self.refused = true;
         }
         if replace {
-            self.best = Some(Verdict { decision: d, limit });
+            self.best = Some(LimitVerdict { decision: d, limit });
         }
     }
 }
@@ -336,6 +374,39 @@ impl pingora::services::background::BackgroundService for BatchedSync {
 /// Fewer requests left is tighter; on a tie, the smaller limit.
 pub fn tighter(a: &Decision, b: &Decision) -> bool {
     (a.remaining, a.limit) < (b.remaining, b.limit)
+}
+
+/// `X-RateLimit-*` for one decision: the only place these headers are spelled.
+pub fn limit_headers(d: &Decision) -> [(&'static str, String); 3] {
+    [
+        ("X-RateLimit-Limit", d.limit.to_string()),
+        ("X-RateLimit-Remaining", d.remaining.to_string()),
+        ("X-RateLimit-Reset", d.reset_secs.to_string()),
+    ]
+}
+
+/// What a request reports in `X-RateLimit-*`: the refusing limit, else the tightest of those
+/// checked so far. Every response of a limited route carries them, the gateway's own included.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reported(Option<LimitVerdict>);
+
+impl Reported {
+    pub fn note(&mut self, verdict: LimitVerdict) {
+        let keep = match &self.0 {
+            None => true,
+            Some(prev) => !verdict.decision.allowed || tighter(&verdict.decision, &prev.decision),
+        };
+        if keep {
+            self.0 = Some(verdict);
+        }
+    }
+
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        self.0
+            .as_ref()
+            .map(|v| limit_headers(&v.decision).to_vec())
+            .unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

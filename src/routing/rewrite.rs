@@ -18,6 +18,26 @@ impl PrefixRewrite {
         }
     }
 
+    /// The upstream path-and-query when it differs from what the client sent: the normalised
+    /// path (if it changed), rewritten, with the query minus `strip_param` (a query token).
+    pub fn upstream_target(
+        &self,
+        prefix: &str,
+        raw_path: &str,
+        normalized: Option<&str>,
+        query: Option<&str>,
+        strip_param: Option<&str>,
+    ) -> Option<String> {
+        if normalized.is_none() && strip_param.is_none() && *self == PrefixRewrite::Keep {
+            return None;
+        }
+        let query = match (strip_param, query) {
+            (Some(param), Some(q)) => crate::auth::token_source::remove_query_param(q, param),
+            (_, q) => q.map(str::to_owned),
+        };
+        Some(self.apply(prefix, normalized.unwrap_or(raw_path), query.as_deref()))
+    }
+
     /// Build the upstream path-and-query. `prefix` is the route's canonical prefix, which is
     /// known to be a segment-boundary prefix of `path`.
     pub fn apply(&self, prefix: &str, path: &str, query: Option<&str>) -> String {

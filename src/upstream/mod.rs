@@ -1,11 +1,13 @@
 //! Upstream pools: one Pingora round-robin load balancer per configured upstream, with active
 //! health checks that run before traffic is accepted.
 
+pub mod attempt;
 pub mod circuit;
 pub mod health;
 pub mod outlier;
 pub mod pool;
 pub mod retry;
 
+pub use attempt::Attempts;
 pub use health::HealthService;
 pub use pool::{Pool, Pools};

@@ -170,12 +170,14 @@ pub struct Pools {
 }
 
 impl Pools {
-    pub fn build(config: &Config) -> Result<Pools, String> {
+    pub fn build(config: &Config) -> Result<Pools, crate::config::Problem> {
         let mut by_name = HashMap::new();
         let mut ordered = Vec::new();
         for (name, cfg) in &config.upstreams {
-            let pool =
-                Arc::new(Pool::build(name, cfg).map_err(|e| format!("upstreams.{name}: {e}"))?);
+            let pool = Arc::new(
+                Pool::build(name, cfg)
+                    .map_err(|e| crate::config::Problem::new(format!("upstreams.{name}"), e))?,
+            );
             by_name.insert(name.clone(), pool.clone());
             ordered.push(pool);
         }

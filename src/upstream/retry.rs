@@ -100,6 +100,14 @@ pub fn idempotent(method: &http::Method) -> bool {
     )
 }
 
+/// Whether sending this request again is safe at all: an idempotent method, a body still held
+/// whole in Pingora's retry buffer, and nothing of an answer sent to the client yet.
+pub fn replayable(session: &pingora::proxy::Session) -> bool {
+    idempotent(&session.req_header().method)
+        && !session.as_ref().retry_buffer_truncated()
+        && session.response_written().is_none()
+}
+
 /// Fixed-point tokens: 1 retry = `SCALE`.
 const SCALE: i64 = 1000;
 

@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub mod logged;
+pub mod recorder;
 #[allow(unused_imports)]
 pub use logged::{json_lines, LoggedGateway};
 

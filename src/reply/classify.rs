@@ -1,25 +1,9 @@
 //! Which gateway error a Pingora failure becomes (DESIGN.md's status table).
 
-use crate::error_response::GatewayError;
+use super::GatewayError;
 use crate::listener::header_deadline::BrokenFraming;
+use crate::upstream::attempt::is_connect_failure;
 use pingora::{Error, ErrorSource, ErrorType};
-
-/// Failures to establish the upstream connection (before any byte of the request was sent).
-pub fn is_connect_failure(e: &Error) -> bool {
-    use ErrorType::*;
-    matches!(
-        e.etype(),
-        ConnectTimedout
-            | ConnectRefused
-            | ConnectNoRoute
-            | ConnectError
-            | ConnectProxyFailure
-            | TLSHandshakeFailure
-            | TLSHandshakeTimedout
-            | HandshakeError
-            | InvalidCert
-    )
-}
 
 /// The client's read failed because the listener found its framing broken (a bad chunk-size
 /// line): the client is still there and gets a `400` if its response has not started.
@@ -31,9 +15,11 @@ pub fn broke_framing(e: &Error) -> bool {
                 .get_ref()
                 .is_some_and(|inner| inner.is::<BrokenFraming>());
         }
-        cause = c
+        // Pingora nests its errors both as `Error` and as `Box<Error>`.
+        let inner = c
             .downcast_ref::<Error>()
-            .and_then(|inner| inner.cause.as_deref());
+            .or_else(|| c.downcast_ref::<Box<Error>>().map(|b| &**b));
+        cause = inner.and_then(|inner| inner.cause.as_deref());
     }
     false
 }
@@ -75,6 +61,27 @@ mod tests {
         let mut e = Error::new(ErrorType::ConnectionClosed);
         e.as_up();
         assert_eq!(classify(&e), Some(GatewayError::BadGateway));
+    }
+
+    #[test]
+    fn a_read_the_listener_failed_for_broken_framing_is_a_400() {
+        let io = || std::io::Error::new(std::io::ErrorKind::InvalidData, BrokenFraming("bad"));
+        let inner = || Error::because(ErrorType::ReadError, "when reading body", io());
+        for mut e in [
+            Error::because(ErrorType::ReadError, "outer", inner()),
+            Error::because(ErrorType::ReadError, "outer", *inner()),
+            inner(),
+        ] {
+            e.as_down();
+            assert_eq!(classify(&e), Some(GatewayError::BadRequest));
+        }
+        let mut plain = Error::because(
+            ErrorType::ReadError,
+            "when reading body",
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        );
+        plain.as_down();
+        assert_eq!(classify(&plain), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! well-formed JSON is an error — the caller must then cut the response, so a body that could
 //! not be sanitised never reaches the client.
 
-use super::json_paths::{Mode, Rules, ROOT};
+use super::paths::{Mode, Rules, ROOT};
 use std::sync::Arc;
 
 /// Deeper documents are refused (and would be a stack-depth risk for clients anyway).

@@ -7,13 +7,13 @@
 //! upstream is asked for identity in the first place (`Accept-Encoding` is dropped on these
 //! routes), so decoding is the fallback for upstreams that compress regardless.
 
-use super::json_paths::{Mode, Rules};
-use super::json_strip::{JsonStripper, StripError};
+use super::paths::{Mode, Rules};
+use super::strip::{JsonStripper, StripError};
 use flate2::write::{GzDecoder, ZlibDecoder};
 use std::io::Write;
 use std::sync::Arc;
 
-/// Compressed bytes decoded per step (see [`Sanitizer::push`]).
+/// Compressed bytes decoded per step (see [`BodyFilter::push`]).
 const DECODE_STEP: usize = 512;
 
 /// A route's compiled `response_json` policy.
@@ -81,7 +81,7 @@ pub fn encoding(value: Option<&str>) -> Option<Encoding> {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SanitizeError {
+pub enum BodyFilterError {
     #[error(transparent)]
     Json(#[from] StripError),
     #[error("response body larger than max_body")]
@@ -90,15 +90,15 @@ pub enum SanitizeError {
     Decode,
 }
 
-impl SanitizeError {
+impl BodyFilterError {
     /// Bounded reason label for metrics and logs.
     pub fn reason(&self) -> &'static str {
         match self {
-            SanitizeError::Json(StripError::TooDeep) => "too_deep",
-            SanitizeError::Json(StripError::KeyTooLong) => "key_too_long",
-            SanitizeError::Json(StripError::Malformed(_)) => "malformed",
-            SanitizeError::TooLarge => "too_large",
-            SanitizeError::Decode => "bad_encoding",
+            BodyFilterError::Json(StripError::TooDeep) => "too_deep",
+            BodyFilterError::Json(StripError::KeyTooLong) => "key_too_long",
+            BodyFilterError::Json(StripError::Malformed(_)) => "malformed",
+            BodyFilterError::TooLarge => "too_large",
+            BodyFilterError::Decode => "bad_encoding",
         }
     }
 }
@@ -110,16 +110,16 @@ enum Decoder {
 }
 
 /// The state of one response being sanitised.
-pub struct Sanitizer {
+pub struct BodyFilter {
     stripper: JsonStripper,
     decoder: Decoder,
     max_body: u64,
     seen: u64,
 }
 
-impl Sanitizer {
-    pub fn new(policy: &Policy, encoding: Encoding) -> Sanitizer {
-        Sanitizer {
+impl BodyFilter {
+    pub fn new(policy: &Policy, encoding: Encoding) -> BodyFilter {
+        BodyFilter {
             stripper: JsonStripper::new(policy.rules.clone()),
             decoder: match encoding {
                 Encoding::Identity => Decoder::Identity,
@@ -132,7 +132,7 @@ impl Sanitizer {
     }
 
     /// Feed one upstream chunk; returns the sanitised bytes to send now.
-    pub fn push(&mut self, chunk: &[u8], end: bool) -> Result<Vec<u8>, SanitizeError> {
+    pub fn push(&mut self, chunk: &[u8], end: bool) -> Result<Vec<u8>, BodyFilterError> {
         let mut out = Vec::with_capacity(chunk.len());
         if let Decoder::Identity = self.decoder {
             self.account(chunk.len())?;
@@ -154,10 +154,10 @@ impl Sanitizer {
         Ok(out)
     }
 
-    fn account(&mut self, n: usize) -> Result<(), SanitizeError> {
+    fn account(&mut self, n: usize) -> Result<(), BodyFilterError> {
         self.seen += n as u64;
         if self.seen > self.max_body {
-            Err(SanitizeError::TooLarge)
+            Err(BodyFilterError::TooLarge)
         } else {
             Ok(())
         }
@@ -168,20 +168,20 @@ impl Sanitizer {
         piece: &[u8],
         finish: bool,
         out: &mut Vec<u8>,
-    ) -> Result<(), SanitizeError> {
+    ) -> Result<(), BodyFilterError> {
         let decoded = match &mut self.decoder {
             Decoder::Identity => return Ok(()),
             Decoder::Gzip(d) => {
-                d.write_all(piece).map_err(|_| SanitizeError::Decode)?;
+                d.write_all(piece).map_err(|_| BodyFilterError::Decode)?;
                 if finish {
-                    d.try_finish().map_err(|_| SanitizeError::Decode)?;
+                    d.try_finish().map_err(|_| BodyFilterError::Decode)?;
                 }
                 std::mem::take(d.get_mut())
             }
             Decoder::Deflate(d) => {
-                d.write_all(piece).map_err(|_| SanitizeError::Decode)?;
+                d.write_all(piece).map_err(|_| BodyFilterError::Decode)?;
                 if finish {
-                    d.try_finish().map_err(|_| SanitizeError::Decode)?;
+                    d.try_finish().map_err(|_| BodyFilterError::Decode)?;
                 }
                 std::mem::take(d.get_mut())
             }

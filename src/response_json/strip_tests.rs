@@ -1,8 +1,8 @@
 //! Stripper tests: fixed cases, chunking at every byte boundary, malformed input, and a property
 //! test against a reference removal on `serde_json::Value`.
 
-use super::json_paths::{Mode, Rules};
-use super::json_strip::{strip_all, JsonStripper, StripError};
+use super::paths::{Mode, Rules};
+use super::strip::{strip_all, JsonStripper, StripError};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -1,0 +1,52 @@
+//! From a request head to a route (DESIGN.md steps 2-3): the path normalised under the path
+//! policy of the route it leads to, the host and method matched, and the gateway's answer when
+//! that fails (400, 404, or 405 with `Allow`).
+
+use super::path_policy;
+use super::{request_host, router::host_only, Match, Router};
+use crate::config::path_policy::{PathPolicyConfig, PathPolicyOverride};
+use crate::reply::{GatewayError, Refusal};
+use pingora::http::RequestHeader;
+
+/// What a route contributes to deciding its own path: its `path_policy` override, and whether
+/// it rewrites its prefix.
+pub trait RouteFacts {
+    fn path_policy(&self, route: usize) -> Option<PathPolicyOverride>;
+    fn rewrites_prefix(&self, route: usize) -> bool;
+}
+
+/// The route and, when it differs from the path sent, the normalised path to forward (with
+/// `;parameters` when they are kept; without them when the route rewrites its prefix, since
+/// the prefix was matched against the path without them).
+pub fn route_request(
+    router: &Router,
+    routes: &(impl RouteFacts + ?Sized),
+    server: PathPolicyConfig,
+    req: &RequestHeader,
+) -> Result<(usize, Option<String>), Refusal> {
+    let host = host_only(request_host(req));
+    let method = req.method.as_str().as_bytes();
+    let (path, found) = path_policy::resolve(
+        req.uri.path(),
+        |path| router.lookup(host, path, method),
+        |route| server.with(route.and_then(|i| routes.path_policy(i)).as_ref()),
+    )
+    .map_err(|why| Refusal::with_message(GatewayError::BadRequest, why.to_string()))?;
+    let route = match found {
+        Match::Found(i) => i,
+        Match::NotFound => return Err(Refusal::of(GatewayError::NotFound)),
+        Match::MethodNotAllowed(allowed) => {
+            return Err(
+                Refusal::of(GatewayError::MethodNotAllowed).header("Allow", allowed.allow_header())
+            )
+        }
+    };
+    let normalized = if !path.changed() {
+        None
+    } else if routes.rewrites_prefix(route) {
+        Some(path.route().to_owned())
+    } else {
+        Some(path.forward.into_owned())
+    };
+    Ok((route, normalized))
+}

@@ -1,0 +1,165 @@
+//! The composition root: every runtime object is built here, once, from a config, and every
+//! problem found on the way is collected with its YAML path. `check` builds and drops, `run`
+//! builds and serves; a reload will build and swap. Modules own how they are built (`Auth`,
+//! `RateLimiter`, `Pools`, `TrustedProxies`, the route table): this file only calls them in
+//! order and gathers what they report.
+
+pub mod routes;
+
+use routes::RouteRuntime;
+
+use crate::auth::Auth;
+use crate::config::path_policy::PathPolicyConfig;
+use crate::config::{Config, Problem, Problems};
+use crate::drain::Draining;
+use crate::forwarded::TrustedProxies;
+use crate::observability::access_log::{AccessLog, Destination};
+use crate::rate_limit::RateLimiter;
+use crate::routing::Router;
+use crate::upstream::Pools;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The request path's runtime: what the `ProxyHttp` implementation in `proxy` serves with.
+pub struct Gateway {
+    pub(crate) router: Router,
+    pub(crate) auth: Auth,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) routes: Vec<RouteRuntime>,
+    pub(crate) trusted: TrustedProxies,
+    pub(crate) path_policy: PathPolicyConfig,
+    pub(crate) max_request_body: u64,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_headers: usize,
+    pub(crate) idle_timeout_secs: u64,
+    pub(crate) access_log: AccessLog,
+    pub(crate) draining: Draining,
+}
+
+impl Gateway {
+    /// The background sync of `sync: batched` Redis limits, if the config has any.
+    pub fn rate_limit_sync(&self) -> Option<crate::rate_limit::BatchedSync> {
+        self.limiter.sync_task()
+    }
+}
+
+/// Everything a running gateway serves with.
+pub struct Runtime {
+    pub pools: Arc<Pools>,
+    pub gateway: Gateway,
+}
+
+/// Keep the value, or keep its problems for the report.
+fn collect<T>(result: Result<T, Vec<Problem>>, problems: &mut Vec<Problem>) -> Option<T> {
+    result.map_err(|p| problems.extend(p)).ok()
+}
+
+impl Runtime {
+    /// Read a config file and build its runtime, reporting every problem of both at once.
+    pub fn load(path: &Path, draining: Draining) -> Result<(Config, Runtime), Problems> {
+        let config = Config::read(path)?;
+        let problems = config.problems();
+        let runtime = Self::build_reporting(&config, problems, draining)?;
+        Ok((config, runtime))
+    }
+
+    /// Build the runtime of a config whose own checks passed (`Config::load*`).
+    pub fn build(config: &Config, draining: Draining) -> Result<Runtime, Problems> {
+        Self::build_reporting(config, Vec::new(), draining)
+    }
+
+    /// Parts that stand alone are built even when the file has other problems, so that one
+    /// `check` lists everything; the whole is assembled only when nothing is wrong.
+    fn build_reporting(
+        config: &Config,
+        mut problems: Vec<Problem>,
+        draining: Draining,
+    ) -> Result<Runtime, Problems> {
+        let auth = collect(Auth::build(config), &mut problems);
+        let limiter = collect(RateLimiter::build(config), &mut problems);
+        let trusted = collect(
+            TrustedProxies::build(&config.server.trusted_proxies),
+            &mut problems,
+        );
+        match (auth, limiter, trusted) {
+            (Some(auth), Some(limiter), Some(trusted)) if problems.is_empty() => {
+                Self::assemble(config, auth, limiter, trusted, draining)
+            }
+            _ => Err(Problems(problems)),
+        }
+    }
+
+    fn assemble(
+        config: &Config,
+        auth: Auth,
+        limiter: RateLimiter,
+        trusted: TrustedProxies,
+        draining: Draining,
+    ) -> Result<Runtime, Problems> {
+        let pools = Arc::new(Pools::build(config).map_err(|e| Problems(vec![e]))?);
+        let router = Router::new(&config.routes);
+        let routes = routes::build(config, &router, &pools, &auth, &limiter).map_err(Problems)?;
+        let s = &config.server;
+        let gateway = Gateway {
+            router,
+            auth,
+            limiter,
+            routes,
+            trusted,
+            path_policy: s.path_policy,
+            max_request_body: s.max_request_body.0,
+            max_header_bytes: usize::try_from(s.max_header_bytes.0).unwrap_or(usize::MAX),
+            max_headers: s.max_headers,
+            idle_timeout_secs: s.idle_timeout.0.as_secs().max(1),
+            access_log: AccessLog::new(Destination::from_config(&s.access_log)),
+            draining,
+        };
+        Ok(Runtime { pools, gateway })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(dir: &Path, yaml: &str) -> Result<(Config, Runtime), Vec<String>> {
+        let file = dir.join("tollgate.yaml");
+        std::fs::write(&file, yaml).expect("write config");
+        Runtime::load(&file, Draining::default())
+            .map_err(|p| p.0.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn key_files_are_read_next_to_the_config_and_missing_ones_are_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = "upstreams:\n  u: {backends: [\"127.0.0.1:1\"]}\nauth:\n  jwt:\n    j: {algorithms: [HS256], secret_file: secret.txt}\nroutes:\n  - {name: r, upstream: u, auth: {jwt: j}}\n";
+        let missing = load(dir.path(), yaml).err().expect("no secret yet");
+        assert!(
+            missing[0].starts_with("auth.jwt.j.secret_file: cannot read"),
+            "{missing:?}"
+        );
+        std::fs::write(
+            dir.path().join("secret.txt"),
+            "0123456789abcdef0123456789abcdef",
+        )
+        .expect("write secret");
+        assert!(load(dir.path(), yaml).is_ok());
+    }
+
+    #[test]
+    fn problems_of_the_file_and_of_building_come_in_one_report() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = "server:\n  listen: [\"nope\"]\n  trusted_proxies: [\"10.0.0.0/33\"]\nupstreams:\n  u: {backends: [\"127.0.0.1:1\"]}\nrate_limits:\n  l: {key: \"header:\", requests: 1, per: 1s}\nroutes:\n  - {name: r, upstream: u}\n";
+        let p = load(dir.path(), yaml).err().expect("problems");
+        for expected in [
+            "server.listen[0]: invalid socket address",
+            "server.trusted_proxies[0]: invalid CIDR",
+            "rate_limits.l.key",
+        ] {
+            assert!(
+                p.iter().any(|l| l.starts_with(expected)),
+                "{expected}: {p:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The runtime view of each configured route: its pool, rewrite and header edits, indexed like
+//! the router's matches.
+
+use crate::auth::{Auth, RoutePolicy};
+use crate::config::path_policy::PathPolicyOverride;
+use crate::config::{Config, Problem};
+use crate::header_ops::CompiledHeaderOps;
+use crate::rate_limit::RateLimiter;
+use crate::response_json::Policy;
+use crate::routing::request::RouteFacts;
+use crate::routing::rewrite::PrefixRewrite;
+use crate::routing::Router;
+use crate::upstream::{Pool, Pools};
+use std::sync::Arc;
+
+pub struct RouteRuntime {
+    pub name: String,
+    pub pool: Arc<Pool>,
+    pub prefix: String,
+    pub rewrite: PrefixRewrite,
+    pub request_headers: CompiledHeaderOps,
+    pub response_headers: CompiledHeaderOps,
+    pub auth: Option<RoutePolicy>,
+    /// Indices into the gateway's [`RateLimiter`].
+    pub limits: Vec<usize>,
+    pub response_json: Option<Policy>,
+    /// Laid over `server.path_policy` for requests this route matches.
+    pub path_policy: Option<PathPolicyOverride>,
+}
+
+impl RouteFacts for [RouteRuntime] {
+    fn path_policy(&self, route: usize) -> Option<PathPolicyOverride> {
+        self[route].path_policy
+    }
+
+    fn rewrites_prefix(&self, route: usize) -> bool {
+        self[route].rewrite != PrefixRewrite::Keep
+    }
+}
+
+/// Every route's runtime, or every problem with its YAML path (`routes[i]....`).
+pub fn build(
+    config: &Config,
+    router: &Router,
+    pools: &Pools,
+    auth: &Auth,
+    limiter: &RateLimiter,
+) -> Result<Vec<RouteRuntime>, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut routes = Vec::with_capacity(config.routes.len());
+    for (i, r) in config.routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        let pool = pools.get(&r.upstream).cloned();
+        if pool.is_none() {
+            problems.push(Problem::new(
+                format!("{at}.upstream"),
+                format!("no upstream named {:?}", r.upstream),
+            ));
+        }
+        let response_json = match r.response_json.as_ref().map(Policy::compile).transpose() {
+            Ok(p) => p,
+            Err(errs) => {
+                problems.extend(errs.into_iter().map(|(field, msg)| {
+                    let path = if field.is_empty() {
+                        format!("{at}.response_json")
+                    } else {
+                        format!("{at}.response_json.{field}")
+                    };
+                    Problem::new(path, msg)
+                }));
+                None
+            }
+        };
+        let mut limits = Vec::new();
+        for name in r
+            .rate_limit
+            .as_ref()
+            .map(|l| l.to_vec())
+            .unwrap_or_default()
+        {
+            match limiter.index(&name) {
+                Some(l) => limits.push(l),
+                None => problems.push(Problem::new(
+                    format!("{at}.rate_limit"),
+                    format!("no rate limit named {name:?}"),
+                )),
+            }
+        }
+        let Some(pool) = pool else { continue };
+        routes.push(RouteRuntime {
+            name: r.name.clone(),
+            pool,
+            prefix: router.prefix(i).to_string(),
+            rewrite: PrefixRewrite::from_config(r.strip_prefix, r.rewrite_prefix.as_deref()),
+            request_headers: CompiledHeaderOps::compile(&r.request_headers),
+            response_headers: CompiledHeaderOps::compile(&r.response_headers),
+            auth: auth.policy(r.auth.as_ref()),
+            path_policy: r.path_policy,
+            response_json,
+            limits,
+        });
+    }
+    if problems.is_empty() {
+        Ok(routes)
+    } else {
+        Err(problems)
+    }
+}
