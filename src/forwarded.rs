@@ -15,6 +15,8 @@ pub struct Client {
     /// The `X-Forwarded-For` the upstream receives.
     forwarded_for: Option<String>,
     peer_trusted: bool,
+    /// The connection to the gateway is TLS.
+    pub tls: bool,
 }
 
 impl Client {
@@ -30,7 +32,8 @@ impl Client {
             upstream.insert_header("X-Forwarded-For", xff.as_str())?;
         }
         if !(self.peer_trusted && original.headers.contains_key("x-forwarded-proto")) {
-            upstream.insert_header("X-Forwarded-Proto", "http")?;
+            let proto = if self.tls { "https" } else { "http" };
+            upstream.insert_header("X-Forwarded-Proto", proto)?;
         }
         let keep_host = self.peer_trusted && original.headers.contains_key("x-forwarded-host");
         if !keep_host && !host.is_empty() {
@@ -82,15 +85,19 @@ impl TrustedProxies {
     }
 
     /// Who sent this request, from the TCP peer and the incoming `X-Forwarded-For`.
-    pub fn client(&self, peer: Option<IpAddr>, incoming_xff: Option<&str>) -> Client {
+    pub fn client(&self, peer: Option<IpAddr>, incoming_xff: Option<&str>, tls: bool) -> Client {
         let Some(peer) = peer else {
-            return Client::default();
+            return Client {
+                tls,
+                ..Client::default()
+            };
         };
         let (ip, xff) = resolve(peer, incoming_xff, self);
         Client {
             ip: Some(ip),
             forwarded_for: Some(xff),
             peer_trusted: !self.is_empty() && self.contains(peer),
+            tls,
         }
     }
 }

@@ -42,5 +42,6 @@ pub mod response_json;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod tls;
 pub mod trace_context;
 pub mod upstream;

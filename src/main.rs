@@ -137,9 +137,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { conf } => match load(&conf, Draining::default()) {
-            Ok((config, _runtime)) => {
+            Ok((config, runtime)) => {
                 // Warnings do not fail `check`: the file is usable, maybe not as intended.
-                for w in config.warnings() {
+                for w in config.warnings().iter().chain(runtime.warnings()) {
                     eprintln!("warning: {w}");
                 }
                 println!(
@@ -166,7 +166,7 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_tracing(&config.server.log_level);
-            for w in config.warnings() {
+            for w in config.warnings().iter().chain(runtime.warnings()) {
                 tracing::warn!("config: {w}");
             }
             serve(&config, runtime, RunFlags { daemon, upgrade }, Vec::new())

@@ -7,7 +7,10 @@ use crate::drain::DrainExit;
 use crate::listener::probe::ListenerProbe;
 use crate::listener::{ConnectionLimits, GuardedApp};
 use crate::runtime::Runtime;
+use crate::tls::Tls;
 use crate::upstream::HealthService;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -55,6 +58,19 @@ fn whole_seconds_up(d: std::time::Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// Pingora's rustls listener settings: TLS 1.2 and 1.3 (Pingora's fixed range), ALPN h2 then
+/// http/1.1, certificates from our SNI resolver, client certificates when configured.
+fn tls_settings(tls: &Tls) -> Result<TlsSettings, String> {
+    let mut settings =
+        TlsSettings::intermediate("", "").map_err(|e| format!("TLS listener: {e}"))?;
+    settings.set_cert_resolver(tls.certificates.clone());
+    if let Some(verifier) = &tls.client_verifier {
+        settings.set_client_cert_verifier(verifier.clone());
+    }
+    settings.enable_h2();
+    Ok(settings)
+}
+
 /// With `run -d`, bootstrap tells the waiting parent "ready" by SIGUSR1. Pingora 0.9 registers
 /// the parent's SIGUSR1 listener only after forking, so a daemon whose first health round is
 /// instant (a local backend) could signal before the parent listens, and the parent then waited
@@ -81,7 +97,11 @@ pub fn build(
     flags: RunFlags,
     extra: Vec<Box<dyn ServiceWithDependents>>,
 ) -> Result<Server, String> {
-    let Runtime { pools, gateway } = runtime;
+    let Runtime {
+        pools,
+        gateway,
+        tls,
+    } = runtime;
     let limit_sync = gateway.rate_limit_sync();
 
     let opt = Opt {
@@ -118,11 +138,15 @@ pub fn build(
     let limits = ConnectionLimits {
         max_connections: config.server.max_connections,
         header_read_timeout: config.server.header_read_timeout.0,
+        h2c: config.server.h2c,
     };
-    let app = GuardedApp::new(
-        pingora::proxy::http_proxy(&server.configuration, gateway),
-        limits,
-    );
+    let mut http = pingora::proxy::http_proxy(&server.configuration, gateway);
+    if config.server.h2c {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        http.server_options = Some(options);
+    }
+    let app = GuardedApp::new(http, limits);
     // Ends a graceful stop once nothing is in flight, instead of after all of `grace_period`.
     let mut drain = background_service("drain exit", DrainExit::new(app.state()));
     drain.threads = Some(1);
@@ -130,6 +154,11 @@ pub fn build(
     let mut proxy = Service::new("tollgate proxy".to_string(), app);
     for addr in &config.server.listen {
         proxy.add_tcp(addr);
+    }
+    if let Some(tls) = &tls {
+        for addr in &config.server.tls_listen {
+            proxy.add_tls_with_settings(addr, None, tls_settings(tls)?);
+        }
     }
     let proxy_handle = server.add_service(proxy);
     // No traffic before the first health round (a backend dead at start gets no request) and

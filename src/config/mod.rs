@@ -9,6 +9,7 @@ pub mod auth;
 pub mod path_policy;
 mod problem;
 pub mod rate_limit;
+pub mod tls;
 mod units;
 mod validate;
 mod warnings;
@@ -48,6 +49,17 @@ pub struct Config {
 pub struct ServerConfig {
     #[serde(default = "default_listen")]
     pub listen: Vec<String>,
+    /// TLS listeners (TLS 1.2+, ALPN h2 and http/1.1); certificates in `tls`.
+    #[serde(default)]
+    pub tls_listen: Vec<String>,
+    /// Also accept HTTP/2 with prior knowledge (h2c) on the cleartext `listen` addresses.
+    #[serde(default)]
+    pub h2c: bool,
+    /// Cleartext requests get `308` to the same host and path on the first TLS listener.
+    #[serde(default)]
+    pub redirect_https: bool,
+    #[serde(default)]
+    pub tls: Option<tls::TlsConfig>,
     #[serde(default = "default_admin_listen")]
     pub admin_listen: String,
     #[serde(default = "default_threads")]
@@ -97,6 +109,10 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: default_listen(),
+            tls_listen: Vec::new(),
+            h2c: false,
+            redirect_https: false,
+            tls: None,
             admin_listen: default_admin_listen(),
             threads: default_threads(),
             pid_file: default_pid_file(),
@@ -492,6 +508,16 @@ impl Config {
                 }
             }
         };
+        if let Some(tls) = &mut self.server.tls {
+            for c in &mut tls.certificates {
+                for path in [&mut c.cert_file, &mut c.key_file] {
+                    let mut p = Some(std::mem::take(path));
+                    resolve(&mut p);
+                    *path = p.unwrap_or_default();
+                }
+            }
+            resolve(&mut tls.client_ca_file);
+        }
         for jwt in self.auth.jwt.values_mut() {
             resolve(&mut jwt.secret_file);
             resolve(&mut jwt.public_key_file);

@@ -79,6 +79,20 @@ fn check_server(config: &Config, out: &mut Vec<Problem>) {
             )),
         }
     }
+    for (i, addr) in server.tls_listen.iter().enumerate() {
+        match addr.parse::<SocketAddr>() {
+            Ok(a) if listen.contains(&a) => out.push(Problem::new(
+                format!("server.tls_listen[{i}]"),
+                format!("{addr} is also in server.listen; one port speaks one protocol"),
+            )),
+            Ok(a) => listen.push(a),
+            Err(_) => out.push(Problem::new(
+                format!("server.tls_listen[{i}]"),
+                format!("invalid socket address {addr:?}; write IP:PORT such as 0.0.0.0:8443"),
+            )),
+        }
+    }
+    check_tls(server, out);
     match server.admin_listen.parse::<SocketAddr>() {
         Ok(admin) => {
             if listen.contains(&admin) {
@@ -118,6 +132,51 @@ fn check_server(config: &Config, out: &mut Vec<Problem>) {
                 format!("must be an absolute path, not {path:?}"),
             ));
         }
+    }
+}
+
+/// The TLS section's own consistency; certificate files are checked when they are loaded
+/// (`crate::tls`).
+fn check_tls(server: &super::ServerConfig, out: &mut Vec<Problem>) {
+    let certificates = server.tls.as_ref().map_or(0, |t| t.certificates.len());
+    if !server.tls_listen.is_empty() && certificates == 0 {
+        out.push(Problem::new(
+            "server.tls.certificates",
+            "tls_listen needs at least one certificate",
+        ));
+    }
+    if server.redirect_https && server.tls_listen.is_empty() {
+        out.push(Problem::new(
+            "server.redirect_https",
+            "needs a tls_listen address to redirect to",
+        ));
+    }
+    let Some(tls) = &server.tls else {
+        return;
+    };
+    if tls.min_version != "1.2" {
+        out.push(Problem::new(
+            "server.tls.min_version",
+            format!(
+                "{:?} is not supported: this build offers TLS 1.2 and 1.3 (write \"1.2\")",
+                tls.min_version
+            ),
+        ));
+    }
+    let defaults: Vec<usize> = (0..tls.certificates.len())
+        .filter(|&i| tls.certificates[i].default)
+        .collect();
+    if let [_, second, ..] = defaults[..] {
+        out.push(Problem::new(
+            format!("server.tls.certificates[{second}].default"),
+            format!("certificate {} is already the default", defaults[0]),
+        ));
+    }
+    if tls.client_auth == super::tls::ClientAuth::Required && tls.client_ca_file.is_none() {
+        out.push(Problem::new(
+            "server.tls.client_auth",
+            "required needs client_ca_file",
+        ));
     }
 }
 

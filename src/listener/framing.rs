@@ -66,6 +66,16 @@ impl Framing {
         Framing::default()
     }
 
+    /// A connection that is not HTTP/1 (HTTP/2 by ALPN or prior knowledge): nothing to follow,
+    /// no head deadline (HTTP/2 framing is the h2 layer's business).
+    pub fn not_http1() -> Framing {
+        Framing {
+            phase: Phase::Tunnel,
+            tunnel: true,
+            ..Framing::default()
+        }
+    }
+
     /// A head is being read: its deadline applies.
     pub fn reading_head(&self) -> bool {
         matches!(self.phase, Phase::Head(_))

@@ -119,9 +119,11 @@ impl HeaderDeadline {
     /// `prefix`: the first bytes already read from `inner` (not yet scanned); `deadline`: when
     /// the first head must be complete (its clock started at accept, so a client that connects
     /// and says nothing is cut off just like one that talks slowly).
+    /// `http1`: false for an HTTP/2 connection, whose bytes are not followed.
     pub fn new(
         inner: Stream,
         prefix: Vec<u8>,
+        http1: bool,
         deadline: Instant,
         timeout: Duration,
         on_refused: Arc<dyn Fn(Refusal) + Send + Sync>,
@@ -131,7 +133,11 @@ impl HeaderDeadline {
             prefix,
             prefix_pos: 0,
             timeout,
-            framing: Framing::new(),
+            framing: if http1 {
+                Framing::new()
+            } else {
+                Framing::not_http1()
+            },
             broken: None,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             on_refused,
@@ -316,8 +322,17 @@ impl GetSocketDigest for HeaderDeadline {
 
 #[async_trait]
 impl Peek for HeaderDeadline {
+    /// Pingora peeks for the h2c preface; the first bytes are already in `prefix` (the listener
+    /// reads enough of them to tell, see `listener::GuardedApp`).
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        self.inner.try_peek(buf).await
+        let rest = &self.prefix[self.prefix_pos..];
+        if rest.is_empty() {
+            return self.inner.try_peek(buf).await;
+        }
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        buf[n..].fill(0);
+        Ok(true)
     }
 }
 

@@ -14,7 +14,7 @@ pub mod probe;
 use async_trait::async_trait;
 use header_deadline::{HeaderDeadline, Refusal};
 use pingora::apps::ServerApp;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,12 @@ use crate::reply::{self, GatewayError};
 pub struct ConnectionLimits {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// Cleartext connections may open with the HTTP/2 preface (`server.h2c`).
+    pub h2c: bool,
 }
+
+/// The first bytes of an HTTP/2 connection with prior knowledge (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Wraps the proxy app: counts connections and puts every accepted stream under a head deadline.
 pub struct GuardedApp<A> {
@@ -160,9 +165,25 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for GuardedApp<A> {
             }
         };
         first.truncate(n);
+        let http1 = match stream.selected_alpn_proto() {
+            Some(ALPN::H2) => false,
+            _ if !self.limits.h2c => true,
+            _ => {
+                // Enough bytes to tell an h2c preface from an HTTP/1 request line.
+                while first.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&first) {
+                    let mut more = [0u8; 64];
+                    match tokio::time::timeout_at(deadline, stream.read(&mut more)).await {
+                        Ok(Ok(n)) if n > 0 => first.extend_from_slice(&more[..n]),
+                        _ => return None,
+                    }
+                }
+                !first.starts_with(H2_PREFACE)
+            }
+        };
         let guarded: Stream = Box::new(HeaderDeadline::new(
             stream,
             first,
+            http1,
             deadline,
             timeout,
             Arc::new(count_refusal),

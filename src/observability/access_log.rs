@@ -41,6 +41,8 @@ pub struct Entry<'a> {
     pub trace_id: Option<&'a str>,
     pub client_ip: Option<String>,
     pub method: &'a str,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub protocol: &'a str,
     pub host: &'a str,
     pub path: &'a str,
     pub route: &'a str,
@@ -201,6 +203,7 @@ mod tests {
             trace_id: None,
             client_ip: Some("127.0.0.1".into()),
             method: "GET",
+            protocol: "HTTP/1.1",
             host: "h",
             path: "/a",
             route: "a",

@@ -78,6 +78,12 @@ pub fn request_finished(log: &AccessLog, f: &Finished<'_>) {
         trace_id: f.trace_id,
         client_ip: f.client_ip.map(|ip| ip.to_string()),
         method: f.req.method.as_str(),
+        protocol: match f.req.version {
+            http::Version::HTTP_2 => "HTTP/2.0",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_09 => "HTTP/0.9",
+            _ => "HTTP/1.1",
+        },
         host: crate::routing::request_host(f.req),
         path: f.req.uri.path(),
         route: f.route,

@@ -12,7 +12,8 @@ use crate::rate_limit::{self, key::RequestFacts};
 use crate::reply::{self, classify, GatewayError, Refusal};
 use crate::request_id;
 use crate::response_json::{self, BodyFilter};
-use crate::routing::{request::route_request, request_host};
+use crate::routing::request::{https_redirect, route_request};
+use crate::routing::request_host;
 use crate::runtime::routes::RouteRuntime;
 use crate::runtime::Gateway;
 use crate::trace_context::{self, TraceContext};
@@ -78,6 +79,9 @@ impl Gateway {
     /// DESIGN.md steps 2-8 up to the upstream: framing, routing, identity, auth and limits;
     /// on success the path the upstream receives is decided.
     async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Refusal> {
+        if let (Some(port), false) = (self.redirect_https, ctx.client.tls) {
+            return Err(https_redirect(session.req_header(), port));
+        }
         if !content_length::collapse(session.req_header_mut()) {
             session.set_keepalive(None);
             let msg = "invalid or conflicting Content-Length";
@@ -187,9 +191,9 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        ctx.client = self
-            .trusted
-            .client(peer, header_str(req, "x-forwarded-for"));
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let xff = header_str(req, "x-forwarded-for");
+        ctx.client = self.trusted.client(peer, xff, tls);
         // Idle keep-alive is bounded (Pingora's default after the first request is forever).
         if session.as_ref().get_keepalive().is_some() && !self.draining.active() {
             session.set_keepalive(Some(self.idle_timeout_secs));

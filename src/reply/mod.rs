@@ -14,6 +14,8 @@ use serde::Serialize;
 /// The gateway's own error kinds, each with its status and machine-readable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayError {
+    /// `redirect_https`: the same request belongs on the TLS port.
+    HttpsRequired,
     BadRequest,
     Unauthorized,
     Forbidden,
@@ -32,6 +34,7 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(self) -> u16 {
         match self {
+            GatewayError::HttpsRequired => 308,
             GatewayError::BadRequest => 400,
             GatewayError::Unauthorized => 401,
             GatewayError::Forbidden => 403,
@@ -50,6 +53,7 @@ impl GatewayError {
 
     pub fn code(self) -> &'static str {
         match self {
+            GatewayError::HttpsRequired => "https_required",
             GatewayError::BadRequest => "bad_request",
             GatewayError::Unauthorized => "unauthorized",
             GatewayError::Forbidden => "forbidden",
@@ -69,6 +73,7 @@ impl GatewayError {
     /// Default human message when the caller has nothing more specific to say.
     pub fn default_message(self) -> &'static str {
         match self {
+            GatewayError::HttpsRequired => "use https",
             GatewayError::BadRequest => "the request is malformed",
             GatewayError::Unauthorized => "authentication is required",
             GatewayError::Forbidden => "you are not allowed to do this",

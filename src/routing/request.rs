@@ -50,3 +50,15 @@ pub fn route_request(
     };
     Ok((route, normalized))
 }
+
+/// `308` to the same host and path-and-query on the TLS port (`server.redirect_https`).
+pub fn https_redirect(req: &RequestHeader, port: u16) -> Refusal {
+    let host = host_only(request_host(req));
+    let authority = match port {
+        443 => host.to_owned(),
+        p => format!("{host}:{p}"),
+    };
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    Refusal::of(GatewayError::HttpsRequired)
+        .header("Location", format!("https://{authority}{target}"))
+}

@@ -16,9 +16,11 @@ use crate::forwarded::TrustedProxies;
 use crate::observability::access_log::{AccessLog, Destination};
 use crate::rate_limit::RateLimiter;
 use crate::routing::Router;
+use crate::tls::Tls;
 use crate::upstream::Pools;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 /// The request path's runtime: what the `ProxyHttp` implementation in `proxy` serves with.
 pub struct Gateway {
@@ -34,6 +36,8 @@ pub struct Gateway {
     pub(crate) idle_timeout_secs: u64,
     pub(crate) access_log: AccessLog,
     pub(crate) draining: Draining,
+    /// `redirect_https`: the TLS port cleartext requests are sent to.
+    pub(crate) redirect_https: Option<u16>,
 }
 
 impl Gateway {
@@ -47,6 +51,15 @@ impl Gateway {
 pub struct Runtime {
     pub pools: Arc<Pools>,
     pub gateway: Gateway,
+    /// Certificates of the TLS listeners (`server.tls`).
+    pub tls: Option<Tls>,
+}
+
+impl Runtime {
+    /// Valid but risky findings of the build (certificates about to expire), for `check`.
+    pub fn warnings(&self) -> &[Problem] {
+        self.tls.as_ref().map_or(&[], |t| t.warnings.as_slice())
+    }
 }
 
 /// Keep the value, or keep its problems for the report.
@@ -81,9 +94,15 @@ impl Runtime {
             TrustedProxies::build(&config.server.trusted_proxies),
             &mut problems,
         );
-        match (auth, limiter, trusted) {
-            (Some(auth), Some(limiter), Some(trusted)) if problems.is_empty() => {
-                Self::assemble(config, auth, limiter, trusted, draining)
+        let tls = match &config.server.tls {
+            Some(t) => collect(crate::tls::build(t, SystemTime::now()), &mut problems).map(Some),
+            None => Some(None),
+        };
+        match (auth, limiter, trusted, tls) {
+            (Some(auth), Some(limiter), Some(trusted), Some(tls)) if problems.is_empty() => {
+                let mut runtime = Self::assemble(config, auth, limiter, trusted, draining)?;
+                runtime.tls = tls;
+                Ok(runtime)
             }
             _ => Err(Problems(problems)),
         }
@@ -113,8 +132,18 @@ impl Runtime {
             idle_timeout_secs: s.idle_timeout.0.as_secs().max(1),
             access_log: AccessLog::new(Destination::from_config(&s.access_log)),
             draining,
+            redirect_https: s
+                .redirect_https
+                .then(|| s.tls_listen.first())
+                .flatten()
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                .map(|a| a.port()),
         };
-        Ok(Runtime { pools, gateway })
+        Ok(Runtime {
+            pools,
+            gateway,
+            tls: None,
+        })
     }
 }
 
