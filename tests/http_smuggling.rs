@@ -28,13 +28,13 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::raw_http::parse_responses;
+use common::recorder::Tap;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::net::TcpStream;
 
 /// The well-formed request sent after the case's bytes if the connection is still open.
 const FOLLOW: &str = "GET /pub/follow HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n";
@@ -44,86 +44,6 @@ const HIDDEN: &str = "GET /admin HTTP/1.1\r\nHost: gw.test\r\n\r\n";
 
 /// How long to wait for more bytes before deciding the gateway has nothing more to say.
 const IDLE: Duration = Duration::from_millis(1500);
-
-// ---------------------------------------------------------------------------------------------
-// Tap: a recording TCP relay between the gateway and the backend
-// ---------------------------------------------------------------------------------------------
-
-/// Relays 127.0.0.1:`port` to the backend and records the bytes sent upstream, per connection.
-struct Tap {
-    port: u16,
-    seen: Arc<Mutex<Vec<Vec<u8>>>>,
-    task: JoinHandle<()>,
-}
-
-impl Tap {
-    async fn start(target: u16) -> Tap {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tap");
-        let port = listener.local_addr().expect("tap addr").port();
-        let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
-        let rec = seen.clone();
-        let task = tokio::spawn(async move {
-            // Owned here: aborting the accept task drops every relay.
-            let mut relays = JoinSet::new();
-            loop {
-                while relays.try_join_next().is_some() {}
-                let Ok((down, _)) = listener.accept().await else {
-                    continue;
-                };
-                let idx = {
-                    let mut s = rec.lock().unwrap();
-                    s.push(Vec::new());
-                    s.len() - 1
-                };
-                let rec = rec.clone();
-                relays.spawn(async move {
-                    let Ok(up) = TcpStream::connect(("127.0.0.1", target)).await else {
-                        return;
-                    };
-                    let (mut dr, mut dw) = down.into_split();
-                    let (mut ur, mut uw) = up.into_split();
-                    let to_up = async {
-                        let mut buf = [0u8; 8192];
-                        loop {
-                            match dr.read(&mut buf).await {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => {
-                                    rec.lock().unwrap()[idx].extend_from_slice(&buf[..n]);
-                                    if uw.write_all(&buf[..n]).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        let _ = uw.shutdown().await;
-                    };
-                    let to_down = async {
-                        let _ = tokio::io::copy(&mut ur, &mut dw).await;
-                        let _ = dw.shutdown().await;
-                    };
-                    tokio::join!(to_up, to_down);
-                });
-            }
-        });
-        Tap { port, seen, task }
-    }
-
-    /// Everything the gateway sent upstream, one escaped string per upstream connection.
-    fn upstream(&self) -> Vec<String> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|b| b.escape_ascii().to_string())
-            .collect()
-    }
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Running a case
@@ -251,71 +171,6 @@ impl std::fmt::Display for Obs {
         }
         Ok(())
     }
-}
-
-/// Parses as many complete responses as `buf` holds (a close-delimited body only if `eof`).
-fn parse_responses(buf: &[u8], eof: bool) -> Vec<Resp> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while let Some((resp, used)) = parse_one(&buf[pos..], eof) {
-        out.push(resp);
-        pos += used;
-    }
-    out
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn parse_one(buf: &[u8], eof: bool) -> Option<(Resp, usize)> {
-    let head_end = find(buf, b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-    let mut pos = head_end + 4;
-    let body = if status == 204 || status == 304 || (100..200).contains(&status) {
-        Vec::new()
-    } else if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        let mut body = Vec::new();
-        loop {
-            let line_end = pos + find(&buf[pos..], b"\r\n")?;
-            let size_line = String::from_utf8_lossy(&buf[pos..line_end]).into_owned();
-            let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
-            pos = line_end + 2;
-            if size == 0 {
-                pos += find(&buf[pos..], b"\r\n")? + 2;
-                break;
-            }
-            body.extend_from_slice(buf.get(pos..pos + size)?);
-            pos += size + 2;
-        }
-        body
-    } else if let Some(len) = get("content-length") {
-        let len: usize = len.parse().ok()?;
-        let body = buf.get(pos..pos + len)?.to_vec();
-        pos += len;
-        body
-    } else if eof {
-        let body = buf[pos..].to_vec();
-        pos = buf.len();
-        body
-    } else {
-        return None;
-    };
-    Some((
-        Resp {
-            status,
-            headers,
-            body,
-        },
-        pos,
-    ))
 }
 
 /// Reads into `buf` until at least `want` complete responses are in it, the peer closes, or

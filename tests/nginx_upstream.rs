@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::recorder::*;
+use common::raw_http::exchange;
+use common::tokens::{hs256_token, unix_now};
 use common::*;
 
 const SECRET: &str = "tollgate-nginx-upstream-hs256-secret-0123456789";

@@ -15,11 +15,12 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::metrics;
+use common::tokens::{hs256_jwt, sha256_hex, unix_now};
 use common::*;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// `server:` extra that lets loopback vouch for `X-Forwarded-For`, so one test process can act
 /// as many clients.
@@ -401,10 +402,6 @@ async fn two_clients_have_independent_budgets() {
     assert_eq!(backend.hits(), 6);
 }
 
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
 const ACME_KEY: &str = "acme-secret-key-0001";
 const GLOBEX_KEY: &str = "globex-secret-key-0002";
 
@@ -485,17 +482,11 @@ rate_limits:
 
 /// HS256 token for `sub`, valid for 10 minutes.
 fn hs256_token(secret: &[u8], sub: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let claims = serde_json::json!({"sub": sub, "iat": now, "exp": now + 600});
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret),
+    let now = unix_now();
+    hs256_jwt(
+        secret,
+        &serde_json::json!({"sub": sub, "iat": now, "exp": now + 600}),
     )
-    .expect("sign token")
 }
 
 /// `consumer` = verified JWT `sub`: one subject from several addresses shares one budget, another
@@ -642,13 +633,13 @@ async fn a_route_with_two_limits_enforces_both() {
     let text = gw.admin_get("/metrics").await.text();
     if burst_429_in_time {
         assert_eq!(
-            metric(&text, RL_METRIC, &[("route", "two"), ("limit", "burst")]),
+            metrics::value(&text, RL_METRIC, &[("route", "two"), ("limit", "burst")]),
             Some(1.0),
             "metrics:\n{text}"
         );
     }
     assert_eq!(
-        metric(&text, RL_METRIC, &[("route", "two"), ("limit", "slow")]),
+        metrics::value(&text, RL_METRIC, &[("route", "two"), ("limit", "slow")]),
         Some(1.0),
         "metrics:\n{text}"
     );
@@ -856,36 +847,6 @@ async fn a_502_on_a_limited_route_carries_the_headers() {
 
 const RL_METRIC: &str = "tollgate_rate_limited_total";
 
-/// Value of the sample `name{labels}` (exactly these labels, any order) in Prometheus text.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    for line in text.lines() {
-        if line.starts_with('#') {
-            continue;
-        }
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let (label_text, value) = if let Some(rest) = rest.strip_prefix('{') {
-            let Some(end) = rest.find('}') else { continue };
-            (&rest[..end], rest[end + 1..].trim())
-        } else if rest.starts_with(' ') {
-            ("", rest.trim())
-        } else {
-            continue;
-        };
-        let found: Vec<(&str, &str)> = label_text
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
-            .collect();
-        if found.len() == labels.len() && labels.iter().all(|l| found.contains(l)) {
-            return value.parse().ok();
-        }
-    }
-    None
-}
-
 /// `tollgate_rate_limited_total{route,limit}` counts 429s per route and refusing limit; 200s do
 /// not count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -923,8 +884,9 @@ async fn metric_counts_429s_by_route_and_limit() {
     assert_eq!(backend.hits(), 4);
 
     let text = gw.admin_get("/metrics").await.text();
-    let v =
-        |route: &str, limit: &str| metric(&text, RL_METRIC, &[("route", route), ("limit", limit)]);
+    let v = |route: &str, limit: &str| {
+        metrics::value(&text, RL_METRIC, &[("route", route), ("limit", limit)])
+    };
     assert_eq!(v("one", "small"), Some(3.0), "metrics:\n{text}");
     assert_eq!(v("two", "tiny"), Some(1.0), "metrics:\n{text}");
     assert_eq!(v("two", "small"), Some(1.0), "metrics:\n{text}");

@@ -8,6 +8,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::metrics;
 use common::*;
 
 /// A `redis-server` child on 127.0.0.1, no persistence: a restart starts empty.
@@ -158,12 +159,8 @@ async fn batched_mode_shares_one_limit_between_two_gateways() {
     shared_limit_holds_across_two_gateways("batched", 0.25).await;
 }
 
-fn backend_errors(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with("tollgate_ratelimit_backend_errors_total "))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
+fn backend_errors(text: &str) -> f64 {
+    metrics::value(text, "tollgate_ratelimit_backend_errors_total", &[]).unwrap_or(0.0)
 }
 
 /// Redis dies: a gateway whose own count is low keeps serving (fail open) and counts the

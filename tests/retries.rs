@@ -7,6 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::metrics;
 use common::*;
 
 /// Backends `a` and `b` behind a gateway whose upstream `pool` has the given options.
@@ -19,13 +20,6 @@ async fn pair(extra: &[&str]) -> (Backend, Backend, Gateway) {
 
 /// No active checks: these tests are about what happens to requests, not the rotation.
 const NO_ACTIVE: &str = "health_check: {type: tcp, interval: 1h, timeout: 1s}";
-
-fn metric(text: &str, prefix: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_answered_503_is_retried_on_the_other_backend() {
@@ -48,10 +42,12 @@ async fn get_answered_503_is_retried_on_the_other_backend() {
     assert_eq!(hb, 20, "every request ends on b");
     let m = gw.admin_get("/metrics").await.text();
     assert_eq!(
-        metric(
+        metrics::value(
             &m,
-            "tollgate_upstream_retries_total{reason=\"status\",upstream=\"pool\"}"
-        ),
+            "tollgate_upstream_retries_total",
+            &[("reason", "status"), ("upstream", "pool")]
+        )
+        .unwrap_or(0.0),
         ha as f64,
         "one retry per 503: {m}"
     );
@@ -188,10 +184,12 @@ async fn retry_budget_bounds_extra_attempts() {
         "retries limited by the budget's floor: {attempts} attempts for {n} requests"
     );
     let m = gw.admin_get("/metrics").await.text();
-    let exhausted = metric(
+    let exhausted = metrics::value(
         &m,
-        "tollgate_retry_budget_exhausted_total{upstream=\"pool\"}",
-    );
+        "tollgate_retry_budget_exhausted_total",
+        &[("upstream", "pool")],
+    )
+    .unwrap_or(0.0);
     assert_eq!(exhausted as usize, 2 * n - attempts, "{m}");
 }
 

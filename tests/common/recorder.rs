@@ -4,23 +4,25 @@
 //!   receives (per connection) and answers every complete request `200` with a small body.
 //!   Unlike the hyper [`super::Backend`] it normalises nothing: a test sees the request line,
 //!   the header lines and the body framing exactly as the gateway wrote them.
-//! * [`RawClient`]: one client connection sending literal bytes, with a bound on every read.
-//! * [`hs256_token`]: an HS256 JWT built by hand (any JOSE header, e.g. with `crit`).
+//! * [`Tap`]: a TCP relay in front of a real backend that records every byte the gateway sends
+//!   upstream, per connection (the backend still answers).
+//!
+//! The clients that send literal bytes are in [`super::raw_http`], hand-built JWTs in
+//! [`super::tokens`].
 //!
 //! Every wait in here is bounded.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::Resp;
+use super::raw_http::find;
 
-/// Bound on any single socket read in these helpers.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// An idle upstream connection (e.g. pooled by the gateway) is let go after this long.
+const IDLE_CONN: Duration = Duration::from_secs(60);
 
 /// The body of every answer the recorder sends.
 pub const RECORDER_BODY: &str = "recorded";
@@ -186,10 +188,6 @@ impl Drop for Recorder {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 /// Reads more bytes into `buf`, recording them. False on EOF, error, or a minute without a byte
 /// (an idle pooled upstream connection is then let go).
 async fn fill(
@@ -199,7 +197,7 @@ async fn fill(
     st: &Arc<Mutex<RecState>>,
 ) -> bool {
     let mut chunk = [0u8; 8192];
-    match tokio::time::timeout(READ_TIMEOUT * 12, stream.read(&mut chunk)).await {
+    match tokio::time::timeout(IDLE_CONN, stream.read(&mut chunk)).await {
         Ok(Ok(n)) if n > 0 => {
             buf.extend_from_slice(&chunk[..n]);
             st.lock().unwrap().conns[idx].extend_from_slice(&chunk[..n]);
@@ -331,208 +329,82 @@ async fn serve_conn(mut stream: TcpStream, idx: usize, st: Arc<Mutex<RecState>>)
 }
 
 // ---------------------------------------------------------------------------------------------
-// RawClient
+// Tap: a recording TCP relay
 // ---------------------------------------------------------------------------------------------
 
-/// One client connection to 127.0.0.1 sending literal bytes. Every read is bounded by
-/// [`READ_TIMEOUT`].
-pub struct RawClient {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    eof: bool,
-    /// A write failed (the peer had closed or reset the connection).
-    pub write_failed: bool,
+/// Relays 127.0.0.1:`port` to the backend and records the bytes sent upstream, per connection.
+pub struct Tap {
+    pub port: u16,
+    seen: Arc<Mutex<Vec<Vec<u8>>>>,
+    task: JoinHandle<()>,
 }
 
-impl RawClient {
-    pub async fn connect(port: u16) -> RawClient {
-        let stream = tokio::time::timeout(READ_TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
-            .await
-            .unwrap_or_else(|_| panic!("connect to 127.0.0.1:{port} timed out"))
-            .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}: {e}"));
-        RawClient {
-            stream,
-            buf: Vec::new(),
-            eof: false,
-            write_failed: false,
-        }
-    }
-
-    /// Writes `bytes` in one call; a failure is remembered in `write_failed`, not raised.
-    pub async fn send(&mut self, bytes: &[u8]) {
-        let w = tokio::time::timeout(READ_TIMEOUT, self.stream.write_all(bytes)).await;
-        if !matches!(w, Ok(Ok(()))) {
-            self.write_failed = true;
-        }
-    }
-
-    async fn fill(&mut self, limit: Duration) -> bool {
-        if self.eof {
-            return false;
-        }
-        let mut chunk = [0u8; 8192];
-        match tokio::time::timeout(limit, self.stream.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-            Ok(_) => {
-                self.eof = true;
-                false
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Reads one response: `None` if the connection closed (or nothing came within
-    /// [`READ_TIMEOUT`]) before a complete one.
-    pub async fn response(&mut self) -> Option<Resp> {
-        loop {
-            if let Some((r, used)) = parse_response(&self.buf, self.eof) {
-                self.buf.drain(..used);
-                return Some(r);
-            }
-            if !self.fill(READ_TIMEOUT).await {
-                return parse_response(&self.buf, true).map(|(r, used)| {
-                    self.buf.drain(..used);
-                    r
+impl Tap {
+    /// Starts on a fresh loopback port, relaying to 127.0.0.1:`target`.
+    pub async fn start(target: u16) -> Tap {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tap");
+        let port = listener.local_addr().expect("tap addr").port();
+        let seen: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let rec = seen.clone();
+        let task = tokio::spawn(async move {
+            // Owned here: aborting the accept task drops every relay.
+            let mut relays = JoinSet::new();
+            loop {
+                while relays.try_join_next().is_some() {}
+                let Ok((down, _)) = listener.accept().await else {
+                    continue;
+                };
+                let idx = {
+                    let mut s = rec.lock().unwrap();
+                    s.push(Vec::new());
+                    s.len() - 1
+                };
+                let rec = rec.clone();
+                relays.spawn(async move {
+                    let Ok(up) = TcpStream::connect(("127.0.0.1", target)).await else {
+                        return;
+                    };
+                    let (mut dr, mut dw) = down.into_split();
+                    let (mut ur, mut uw) = up.into_split();
+                    let to_up = async {
+                        let mut buf = [0u8; 8192];
+                        loop {
+                            match dr.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => {
+                                    rec.lock().unwrap()[idx].extend_from_slice(&buf[..n]);
+                                    if uw.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        let _ = uw.shutdown().await;
+                    };
+                    let to_down = async {
+                        let _ = tokio::io::copy(&mut ur, &mut dw).await;
+                        let _ = dw.shutdown().await;
+                    };
+                    tokio::join!(to_up, to_down);
                 });
             }
-        }
+        });
+        Tap { port, seen, task }
     }
 
-    /// True if the peer closes the connection within `limit` (bytes read meanwhile are kept).
-    pub async fn closed_within(&mut self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        while !self.eof {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            self.fill(left).await;
-        }
-        true
-    }
-
-    /// Bytes received and not yet parsed as a response.
-    pub fn leftover(&self) -> String {
-        self.buf.escape_ascii().to_string()
-    }
-}
-
-/// Sends `request` on a new connection and reads one response (`None`: closed without one).
-pub async fn exchange(port: u16, request: &[u8]) -> Option<Resp> {
-    let mut c = RawClient::connect(port).await;
-    c.send(request).await;
-    c.response().await
-}
-
-/// Parses one HTTP/1.x response from the start of `buf` (a close-delimited body only if `eof`).
-/// Returns it and the number of bytes it used.
-pub fn parse_response(buf: &[u8], eof: bool) -> Option<(Resp, usize)> {
-    let head_end = find(buf, b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v);
-    let mut pos = head_end + 4;
-    let body = if status == 204 || status == 304 || (100..200).contains(&status) {
-        Vec::new()
-    } else if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        let mut body = Vec::new();
-        loop {
-            let line_end = pos + find(&buf[pos..], b"\r\n")?;
-            let size_line = String::from_utf8_lossy(&buf[pos..line_end]).into_owned();
-            let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
-            pos = line_end + 2;
-            if size == 0 {
-                pos += find(&buf[pos..], b"\r\n")? + 2;
-                break;
-            }
-            body.extend_from_slice(buf.get(pos..pos + size)?);
-            pos += size + 2;
-        }
-        body
-    } else if let Some(len) = get("content-length") {
-        let len: usize = len.parse().ok()?;
-        let body = buf.get(pos..pos + len)?.to_vec();
-        pos += len;
-        body
-    } else if eof {
-        let body = buf[pos..].to_vec();
-        pos = buf.len();
-        body
-    } else {
-        return None;
-    };
-    Some((
-        Resp {
-            status,
-            headers,
-            body,
-        },
-        pos,
-    ))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Hand-built JWTs
-// ---------------------------------------------------------------------------------------------
-
-/// Unpadded base64url (RFC 7515 §2).
-pub fn b64url(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::with_capacity(b.len().div_ceil(3) * 4);
-    for chunk in b.chunks(3) {
-        let n = chunk
+    /// Everything the gateway sent upstream, one escaped string per upstream connection.
+    pub fn upstream(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
             .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &x)| acc | (x as u32) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
+            .map(|b| b.escape_ascii().to_string())
+            .collect()
     }
-    out
 }
 
-/// HMAC-SHA256 (RFC 2104) from the SHA-256 the crate already depends on.
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.task.abort();
     }
-    let mut inner = Sha256::new();
-    inner.update(k.map(|b| b ^ 0x36));
-    inner.update(msg);
-    let mut outer = Sha256::new();
-    outer.update(k.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().into()
-}
-
-/// `b64(header).b64(payload).b64(HMAC-SHA256(secret, signing input))`, with the JOSE header and
-/// the claims given as literal JSON text.
-pub fn hs256_token(secret: &str, header_json: &str, claims_json: &str) -> String {
-    let input = format!(
-        "{}.{}",
-        b64url(header_json.as_bytes()),
-        b64url(claims_json.as_bytes())
-    );
-    let sig = hmac_sha256(secret.as_bytes(), input.as_bytes());
-    format!("{input}.{}", b64url(&sig))
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
 }
