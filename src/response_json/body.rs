@@ -24,22 +24,25 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Compile `cfg`, found at YAML path `at` (`routes[i].response_json`).
     pub fn compile(
         cfg: &crate::config::ResponseJsonConfig,
-    ) -> Result<Policy, Vec<(String, String)>> {
+        at: &str,
+    ) -> Result<Policy, Vec<crate::config::Problem>> {
+        use crate::config::Problem;
         let (mode, field, paths) = match (&cfg.remove, &cfg.keep) {
             (Some(r), None) => (Mode::Remove, "remove", r),
             (None, Some(k)) => (Mode::Keep, "keep", k),
             _ => {
-                return Err(vec![(
-                    String::new(),
-                    "needs exactly one of remove: [paths] or keep: [paths]".to_string(),
+                return Err(vec![Problem::new(
+                    at,
+                    "needs exactly one of remove: [paths] or keep: [paths]",
                 )])
             }
         };
         let rules = Rules::compile(mode, paths).map_err(|errs| {
             errs.into_iter()
-                .map(|(i, m)| (format!("{field}[{i}]"), m))
+                .map(|(i, m)| Problem::new(format!("{at}.{field}[{i}]"), m))
                 .collect::<Vec<_>>()
         })?;
         Ok(Policy {

@@ -57,20 +57,16 @@ pub fn build(
                 format!("no upstream named {:?}", r.upstream),
             ));
         }
-        let response_json = match r.response_json.as_ref().map(Policy::compile).transpose() {
-            Ok(p) => p,
-            Err(errs) => {
-                problems.extend(errs.into_iter().map(|(field, msg)| {
-                    let path = if field.is_empty() {
-                        format!("{at}.response_json")
-                    } else {
-                        format!("{at}.response_json.{field}")
-                    };
-                    Problem::new(path, msg)
-                }));
+        let at_json = format!("{at}.response_json");
+        let response_json = r
+            .response_json
+            .as_ref()
+            .map(|cfg| Policy::compile(cfg, &at_json))
+            .transpose()
+            .unwrap_or_else(|errs| {
+                problems.extend(errs);
                 None
-            }
-        };
+            });
         let mut limits = Vec::new();
         for name in r
             .rate_limit
