@@ -292,7 +292,7 @@ impl JwtProvider {
         // does not understand, and `crit` must never be empty nor name a registered parameter.
         // tollgate implements no extension, so a `crit` parameter of any value (even `null`,
         // which the typed header above reads as absent) is refused.
-        if header.crit.is_some() || names_crit(token) {
+        if names_crit(token) {
             return Err(AuthFailure::UnsupportedCrit);
         }
         if !self.algorithms.contains(&header.alg) {

@@ -560,14 +560,13 @@ impl Config {
 
     /// Read, parse and validate a file (its own checks only; see [`Config::problems`]).
     pub fn load(path: &Path) -> Result<Config, Problems> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Problems(vec![Problem::new(
-                String::new(),
-                format!("cannot read {}: {e}", path.display()),
-            )])
-        })?;
-        let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::load_str_in(&text, base)
+        let config = Self::read(path)?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Problems(problems))
+        }
     }
 
     /// Parse and validate YAML text; relative file paths are taken from the current directory.

@@ -134,9 +134,7 @@ fn load_one(
 ) -> Option<(CertifiedKey, Leaf)> {
     let cert_at = format!("{at}.cert_file");
     let key_at = format!("{at}.key_file");
-    let chain: Vec<CertificateDer<'static>> = match CertificateDer::pem_file_iter(&cfg.cert_file)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-    {
+    let chain = match read_certificates(&cfg.cert_file) {
         Ok(c) if !c.is_empty() => c,
         Ok(_) => {
             problems.push(Problem::new(
@@ -214,6 +212,13 @@ fn load_one(
         ));
     }
     Some((certified, leaf))
+}
+
+/// Every PEM certificate in a file, in order.
+fn read_certificates(
+    path: &str,
+) -> Result<Vec<CertificateDer<'static>>, rustls::pki_types::pem::Error> {
+    CertificateDer::pem_file_iter(path)?.collect()
 }
 
 fn leaf_facts(der: &CertificateDer<'_>) -> Result<Leaf, String> {
