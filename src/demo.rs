@@ -86,20 +86,51 @@ pub const SECRET: &str = include_str!("../conf/demo-jwt-secret.txt");
 /// The demo partner's API key; conf/demo.yaml holds only its SHA-256.
 pub const PARTNER_KEY: &str = "demo-partner-key";
 
-/// Load the embedded config, with its secret file written to a private directory.
+/// Where the demo serves HTTPS (HTTP/1.1 and HTTP/2 by ALPN).
+pub const TLS_LISTEN: &str = "127.0.0.1:8443";
+
+/// Load the embedded config, with its secret file written to a private directory, plus an
+/// HTTPS listener on [`TLS_LISTEN`] serving a throwaway self-signed certificate made now.
 pub fn load_config() -> Result<(crate::config::Config, std::path::PathBuf), String> {
     let dir = std::env::temp_dir().join(format!("tollgate-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     std::fs::write(dir.join("demo-jwt-secret.txt"), SECRET)
         .map_err(|e| format!("cannot write the demo secret: {e}"))?;
-    crate::config::Config::load_str_in(CONFIG, &dir)
-        .map(|c| (c, dir))
-        .map_err(|p| {
-            p.0.iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+    let mut config = crate::config::Config::load_str_in(CONFIG, &dir).map_err(|p| {
+        p.0.iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    config.server.tls = Some(throwaway_certificate(&dir)?);
+    config.server.tls_listen = vec![TLS_LISTEN.to_string()];
+    Ok((config, dir))
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, valid for 30 days from now,
+/// written beside the demo secret; the TLS settings serve it as the default certificate.
+fn throwaway_certificate(dir: &std::path::Path) -> Result<crate::config::tls::TlsConfig, String> {
+    let fail = |e: rcgen::Error| format!("cannot make the demo certificate: {e}");
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let mut params = rcgen::CertificateParams::new(names).map_err(fail)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "tollgate demo");
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - std::time::Duration::from_secs(3600)).into();
+    params.not_after = (now + std::time::Duration::from_secs(30 * 24 * 3600)).into();
+    let key_pair = rcgen::KeyPair::generate().map_err(fail)?;
+    let issued = params.self_signed(&key_pair).map_err(fail)?;
+    let (cert, key) = (dir.join("demo-cert.pem"), dir.join("demo-key.pem"));
+    std::fs::write(&cert, issued.pem())
+        .and_then(|_| std::fs::write(&key, key_pair.serialize_pem()))
+        .map_err(|e| format!("cannot write the demo certificate: {e}"))?;
+    let yaml = format!(
+        "certificates: [{{cert_file: {:?}, key_file: {:?}, default: true}}]",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    serde_yaml::from_str(&yaml).map_err(|e| format!("demo TLS settings: {e}"))
 }
 
 fn demo_token(sub: &str, roles: &[&str]) -> String {
@@ -118,11 +149,12 @@ fn demo_token(sub: &str, roles: &[&str]) -> String {
 
 /// What to paste into a second terminal.
 pub fn banner(listen: &str, admin: &str) -> String {
+    let https = TLS_LISTEN.replace("127.0.0.1", "localhost");
     let good = demo_token("alice", &["payments", "orders-writer"]);
     let weak = demo_token("bob", &["viewer"]);
     let key = PARTNER_KEY;
     format!(
-        r#"tollgate demo: gateway on http://{listen}, admin on http://{admin}
+        r#"tollgate demo: gateway on http://{listen} (HTTP/1.1 and h2c) and https://{https} (HTTP/1.1 and h2), admin on http://{admin}
 backends: orders 127.0.0.1:4101/4102, payments 127.0.0.1:4201/4202 (weight 2 on the second), users 127.0.0.1:4301/4302
 
 Try (watch "instance" alternate: round robin over health-checked pools):
@@ -132,6 +164,8 @@ Try (watch "instance" alternate: round robin over health-checked pools):
   curl -s http://{listen}/users/me                      # rewrite_prefix: backend sees /v1/users/me
   curl -s http://127.0.0.1:4101/orders/7               # a backend directly: internal_cost, supplier_id...
   curl -s http://{listen}/orders/7                      # ...stripped by the gateway (response_json)
+  curl -sk --http2 https://{https}/orders/7            # HTTPS + HTTP/2 (throwaway self-signed certificate)
+  curl -s --http2-prior-knowledge http://{listen}/orders/7   # h2c on the cleartext port
 
 Rate limit (/users: 5 requests per 10 s per client IP; watch 200s turn into 429s):
   for i in $(seq 8); do curl -s -o /dev/null -w '%{{http_code}} ' http://{listen}/users/me; done; echo

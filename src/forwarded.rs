@@ -17,6 +17,8 @@ pub struct Client {
     peer_trusted: bool,
     /// The connection to the gateway is TLS.
     pub tls: bool,
+    /// The verified client certificate of that connection (mTLS), if it presented one.
+    pub certificate: Option<std::sync::Arc<crate::tls::client_cert::ClientCert>>,
 }
 
 impl Client {
@@ -98,6 +100,7 @@ impl TrustedProxies {
             forwarded_for: Some(xff),
             peer_trusted: !self.is_empty() && self.contains(peer),
             tls,
+            certificate: None,
         }
     }
 }

@@ -61,8 +61,11 @@ fn whole_seconds_up(d: std::time::Duration) -> u64 {
 /// Pingora's rustls listener settings: TLS 1.2 and 1.3 (Pingora's fixed range), ALPN h2 then
 /// http/1.1, certificates from our SNI resolver, client certificates when configured.
 fn tls_settings(tls: &Tls) -> Result<TlsSettings, String> {
+    // The post-handshake callback counts handshakes and attaches a client certificate's
+    // subject to the connection (see `tls::client_cert`).
+    let observer = Box::new(crate::tls::client_cert::HandshakeObserver);
     let mut settings =
-        TlsSettings::intermediate("", "").map_err(|e| format!("TLS listener: {e}"))?;
+        TlsSettings::with_callbacks(observer).map_err(|e| format!("TLS listener: {e}"))?;
     settings.set_cert_resolver(tls.certificates.clone());
     if let Some(verifier) = &tls.client_verifier {
         settings.set_client_cert_verifier(verifier.clone());
@@ -156,6 +159,7 @@ pub fn build(
         proxy.add_tcp(addr);
     }
     if let Some(tls) = &tls {
+        tls.publish_expiries();
         for addr in &config.server.tls_listen {
             proxy.add_tls_with_settings(addr, None, tls_settings(tls)?);
         }

@@ -4,75 +4,11 @@
 
 mod common;
 
+use common::pki::{cert_yaml, run, Issued, Pki};
 use common::{check, upstream_yaml, Backend, Gateway};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, SystemTime};
-
-/// A throwaway CA and the certificates it signs, written as PEM files into a temp dir.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: rcgen::Certificate,
-    ca_key: KeyPair,
-}
-
-/// Paths of one certificate chain (leaf + CA) and its key.
-struct Issued {
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "tollgate test CA");
-        let ca_key = KeyPair::generate().expect("CA key");
-        let ca = params.self_signed(&ca_key).expect("CA cert");
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write CA");
-        Pki { dir, ca, ca_key }
-    }
-
-    fn ca_file(&self) -> PathBuf {
-        self.dir.path().join("ca.pem")
-    }
-
-    /// A leaf for `names` with common name `cn`, valid until `not_after` (default: rcgen's).
-    fn issue(&self, file: &str, cn: &str, names: &[&str], not_after: Option<SystemTime>) -> Issued {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .expect("leaf params");
-        params.distinguished_name.push(DnType::CommonName, cn);
-        if let Some(t) = not_after {
-            params.not_before = (t - Duration::from_secs(30 * 24 * 3600)).into();
-            params.not_after = t.into();
-        }
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = params
-            .signed_by(&key, &self.ca, &self.ca_key)
-            .expect("sign leaf");
-        let issued = Issued {
-            cert: self.dir.path().join(format!("{file}.pem")),
-            key: self.dir.path().join(format!("{file}.key")),
-        };
-        // The chain as served: leaf first, then the CA.
-        std::fs::write(&issued.cert, format!("{}{}", cert.pem(), self.ca.pem())).expect("cert");
-        std::fs::write(&issued.key, key.serialize_pem()).expect("key");
-        issued
-    }
-}
-
-fn cert_yaml(c: &Issued, extra: &str) -> String {
-    format!(
-        "{{cert_file: \"{}\", key_file: \"{}\"{extra}}}",
-        c.cert.display(),
-        c.key.display()
-    )
-}
 
 /// api.test, *.wild.test, and a default certificate (CN default.test).
 struct Fixture {
@@ -107,27 +43,6 @@ async fn fixture(with_default: bool, server_extra: &[&str]) -> Fixture {
         backend,
         gw,
         tls_port,
-    }
-}
-
-/// Run a command with a bounded wait; its output.
-fn run(cmd: &mut Command) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{cmd:?} did not finish within 20 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -209,6 +124,17 @@ async fn unknown_or_missing_sni_without_a_default_is_refused() {
             "a certificate was served for {sni:?}\n{text}"
         );
     }
+    // Each refusal is counted; the one served handshake is an `ok`.
+    let text = f.gw.admin_get("/metrics").await.text();
+    let count = |result| {
+        common::metrics::value(
+            &text,
+            "tollgate_tls_handshakes_total",
+            &[("result", result)],
+        )
+    };
+    assert_eq!(count("unknown_name"), Some(2.0), "{text}");
+    assert_eq!(count("ok"), Some(1.0), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ pub use policy::RoutePolicy;
 use crate::config::{auth::RouteAuthConfig, Config, Problem};
 use crate::observability::metrics::METRICS;
 use crate::reply::{GatewayError, Refusal};
+use crate::tls::client_cert::ClientCert;
 use api_key::ApiKeyProvider;
 use http::HeaderName;
 use jwt::JwtProvider;
@@ -27,7 +28,13 @@ use std::sync::Arc;
 use token_cache::TokenCache;
 
 /// Headers the gateway writes from identity even with no provider configured.
-const DEFAULT_IDENTITY_HEADERS: [&str; 4] = ["x-user-id", "x-user-roles", "x-scopes", "x-consumer"];
+const DEFAULT_IDENTITY_HEADERS: [&str; 5] = [
+    "x-user-id",
+    "x-user-roles",
+    "x-scopes",
+    "x-consumer",
+    crate::tls::client_cert::SUBJECT_HEADER,
+];
 
 pub struct Auth {
     jwt: Vec<JwtProvider>,
@@ -133,6 +140,7 @@ impl Auth {
                 .api_key
                 .as_ref()
                 .and_then(|n| self.api_keys.iter().position(|p| &p.name == n)),
+            mtls: cfg.mtls,
             required: cfg.required,
             roles_any: cfg.roles_any.clone(),
             roles_all: cfg.roles_all.clone(),
@@ -179,9 +187,10 @@ impl Auth {
         &self,
         policy: &RoutePolicy,
         req: &RequestHeader,
+        cert: Option<&ClientCert>,
         route_name: &str,
     ) -> Result<Admitted, (Refusal, Option<Arc<Identity>>)> {
-        let outcome = self.check(policy, req);
+        let outcome = self.check(policy, req, cert);
         let reason = match &outcome.verdict {
             Verdict::Pass(_) => None,
             Verdict::Unauthorized(why) => Some(why.reason()),
@@ -214,9 +223,14 @@ impl Auth {
     }
 
     /// Authenticate and authorise one request against a route's policy.
-    pub fn check(&self, policy: &RoutePolicy, req: &RequestHeader) -> Outcome {
+    pub fn check(
+        &self,
+        policy: &RoutePolicy,
+        req: &RequestHeader,
+        cert: Option<&ClientCert>,
+    ) -> Outcome {
         let mut strip_query_param = None;
-        let verdict = self.verdict(policy, req, &mut strip_query_param);
+        let verdict = self.verdict(policy, req, cert, &mut strip_query_param);
         Outcome {
             verdict,
             strip_query_param,
@@ -227,6 +241,7 @@ impl Auth {
         &self,
         policy: &RoutePolicy,
         req: &RequestHeader,
+        cert: Option<&ClientCert>,
         strip_query: &mut Option<String>,
     ) -> Verdict {
         let needed = policy.requires_credentials(&req.method);
@@ -264,6 +279,9 @@ impl Auth {
                     }
                 }
             }
+        }
+        if identity.is_none() && policy.mtls {
+            identity = cert.map(|c| c.identity.clone());
         }
         match identity {
             None if needed => Verdict::Unauthorized(AuthFailure::Missing),

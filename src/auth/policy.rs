@@ -7,6 +7,8 @@ use crate::config::auth::Required;
 pub struct RoutePolicy {
     pub jwt: Option<usize>,
     pub api_key: Option<usize>,
+    /// A verified client certificate is a credential on this route.
+    pub mtls: bool,
     pub required: Required,
     pub roles_any: Vec<String>,
     pub roles_all: Vec<String>,
@@ -57,6 +59,7 @@ mod tests {
         RoutePolicy {
             jwt: Some(0),
             api_key: None,
+            mtls: false,
             required,
             roles_any: vec!["admin".into(), "ops".into()],
             roles_all: vec!["staff".into()],

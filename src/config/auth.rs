@@ -137,6 +137,10 @@ pub struct RouteAuthConfig {
     pub jwt: Option<String>,
     #[serde(default)]
     pub api_key: Option<String>,
+    /// A client certificate verified against `server.tls.client_ca_file` identifies the caller
+    /// (consumer = its subject); tried after any JWT or API key the request carries.
+    #[serde(default)]
+    pub mtls: bool,
     #[serde(default)]
     pub required: Required,
     #[serde(default)]

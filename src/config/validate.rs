@@ -493,10 +493,21 @@ fn check_route_auth(
     config: &Config,
     out: &mut Vec<Problem>,
 ) {
-    if auth.jwt.is_none() && auth.api_key.is_none() {
+    if auth.jwt.is_none() && auth.api_key.is_none() && !auth.mtls {
         out.push(Problem::new(
             format!("{at}.auth"),
-            "needs jwt: <provider> and/or api_key: <provider>",
+            "needs jwt: <provider>, api_key: <provider> and/or mtls: true",
+        ));
+    }
+    let client_ca = config
+        .server
+        .tls
+        .as_ref()
+        .and_then(|t| t.client_ca_file.as_ref());
+    if auth.mtls && (client_ca.is_none() || config.server.tls_listen.is_empty()) {
+        out.push(Problem::new(
+            format!("{at}.auth.mtls"),
+            "needs a tls_listen address and server.tls.client_ca_file to verify client certificates with",
         ));
     }
     if let Some(name) = &auth.jwt {

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub downstream_connections: IntGauge,
     pub connections_rejected: IntCounterVec,
     pub ratelimit_backend_errors: prometheus::IntCounter,
+    pub tls_handshakes: IntCounterVec,
+    pub tls_certificate_expiry: IntGaugeVec,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -140,6 +142,22 @@ fn build() -> prometheus::Result<Metrics> {
         "Shared rate-limit backend (Redis) failures; each decision fell back to local estimates",
     )?;
     registry.register(Box::new(ratelimit_backend_errors.clone()))?;
+    let tls_handshakes = IntCounterVec::new(
+        Opts::new(
+            "tollgate_tls_handshakes_total",
+            "TLS handshakes on the public listeners, by result (ok, unknown_name, client_certificate_rejected)",
+        ),
+        &["result"],
+    )?;
+    registry.register(Box::new(tls_handshakes.clone()))?;
+    let tls_certificate_expiry = IntGaugeVec::new(
+        Opts::new(
+            "tollgate_tls_certificate_expiry_seconds",
+            "Unix time at which the served certificate for each name expires (notAfter)",
+        ),
+        &["name"],
+    )?;
+    registry.register(Box::new(tls_certificate_expiry.clone()))?;
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -171,6 +189,8 @@ fn build() -> prometheus::Result<Metrics> {
         downstream_connections,
         connections_rejected,
         ratelimit_backend_errors,
+        tls_handshakes,
+        tls_certificate_expiry,
     })
 }
 

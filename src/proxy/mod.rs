@@ -16,6 +16,7 @@ use crate::routing::request::{https_redirect, route_request};
 use crate::routing::request_host;
 use crate::runtime::routes::RouteRuntime;
 use crate::runtime::Gateway;
+use crate::tls::client_cert::ClientCert;
 use crate::trace_context::{self, TraceContext};
 use crate::upstream::{retry, Attempts};
 use async_trait::async_trait;
@@ -107,7 +108,11 @@ impl Gateway {
         // 5. authenticate and authorise.
         let mut strip_query = None;
         if let Some(policy) = &rt.auth {
-            match self.auth.admit(policy, session.req_header(), &rt.name) {
+            let cert = ctx.client.certificate.as_deref();
+            match self
+                .auth
+                .admit(policy, session.req_header(), cert, &rt.name)
+            {
                 Ok(admitted) => {
                     ctx.identity = admitted.identity;
                     strip_query = admitted.strip_query_param;
@@ -191,9 +196,11 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let digest = session.digest();
+        let tls = digest.is_some_and(|d| d.ssl_digest.is_some());
         let xff = header_str(req, "x-forwarded-for");
         ctx.client = self.trusted.client(peer, xff, tls);
+        ctx.client.certificate = ClientCert::of(digest);
         // Idle keep-alive is bounded (Pingora's default after the first request is forever).
         if session.as_ref().get_keepalive().is_some() && !self.draining.active() {
             session.set_keepalive(Some(self.idle_timeout_secs));

@@ -8,8 +8,12 @@
 //! path of the certificate they are about; a certificate expiring within [`EXPIRY_WARNING`] is a
 //! warning, an expired one a problem.
 
+pub mod client_cert;
+mod counted_verifier;
+
 use crate::config::tls::{CertificateConfig, ClientAuth, TlsConfig};
 use crate::config::Problem;
+use crate::observability::metrics::METRICS;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
@@ -28,7 +32,8 @@ pub struct CertStore {
     /// `*.example.com` stored under `example.com`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Option<Arc<CertifiedKey>>,
-    /// Each certificate's first name (or `default`) and the leaf's expiry, Unix seconds.
+    /// Each served name (`default` for a default certificate without names) and its leaf's
+    /// expiry, Unix seconds.
     pub expiries: Vec<(String, i64)>,
 }
 
@@ -52,7 +57,14 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.lookup(hello.server_name())
+        let found = self.lookup(hello.server_name());
+        if found.is_none() {
+            METRICS
+                .tls_handshakes
+                .with_label_values(&["unknown_name"])
+                .inc();
+        }
+        found
     }
 }
 
@@ -61,6 +73,17 @@ pub struct Tls {
     pub certificates: Arc<CertStore>,
     pub client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
     pub warnings: Vec<Problem>,
+}
+
+impl Tls {
+    /// `tollgate_tls_certificate_expiry_seconds{name}` for the certificates being served.
+    pub fn publish_expiries(&self) {
+        let gauge = &METRICS.tls_certificate_expiry;
+        gauge.reset();
+        for (name, not_after) in &self.certificates.expiries {
+            gauge.with_label_values(&[name]).set(*not_after);
+        }
+    }
 }
 
 /// Load and check every certificate of `server.tls`.
@@ -86,9 +109,11 @@ pub fn build(tls: &TlsConfig, now: SystemTime) -> Result<Tls, Vec<Problem>> {
                 "the certificate has no DNS names in its SANs: list its names in sni, or make it the default",
             ));
         }
-        let label = names.first().cloned().unwrap_or_else(|| "default".into());
-        store.expiries.push((label, leaf.not_after));
+        if names.is_empty() {
+            store.expiries.push(("default".into(), leaf.not_after));
+        }
         for name in names {
+            store.expiries.push((name.clone(), leaf.not_after));
             if let Some(j) = claimed.insert(name.clone(), i) {
                 problems.push(Problem::new(
                     format!("{at}.sni"),
@@ -273,7 +298,7 @@ fn client_verifier(
         ClientAuth::Required => builder,
     };
     match builder.build() {
-        Ok(v) => Some(v),
+        Ok(v) => Some(Arc::new(counted_verifier::Counted(v))),
         Err(e) => {
             problems.push(Problem::new(
                 at,

@@ -13,6 +13,7 @@
 //! * [`recorder`] and [`canned`]: raw upstreams: one that records every byte the gateway sends
 //!   ([`recorder::Recorder`], and the relay [`recorder::Tap`]), one that serves scripted
 //!   responses byte for byte ([`canned::Upstream`]).
+//! * [`pki`]: a throwaway CA and the server/client certificates it signs (rcgen).
 //! * [`metrics`]: the one reader of the admin `/metrics` exposition (a strict parser).
 //! * [`tokens`]: JWTs (hand-built and signed with the keys in `tests/fixtures/`), API key digests.
 //! * [`suites`]: fixtures shared by the test files of one suite (auth, observability, path
@@ -28,6 +29,7 @@ pub mod client;
 pub mod gateway;
 pub mod logged;
 pub mod metrics;
+pub mod pki;
 pub mod raw_http;
 pub mod recorder;
 pub mod suites;
