@@ -11,6 +11,7 @@ mod problem;
 pub mod rate_limit;
 pub mod tls;
 mod units;
+pub mod upstream_transport;
 mod validate;
 mod warnings;
 
@@ -205,6 +206,12 @@ pub struct UpstreamConfig {
     pub passive_health: Option<PassiveHealthConfig>,
     #[serde(default)]
     pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// TLS towards the backends (and their health checks); absent: cleartext.
+    #[serde(default)]
+    pub tls: Option<upstream_transport::UpstreamTlsConfig>,
+    /// `h1` (default), `h2` (TLS + ALPN) or `h2c`; gRPC needs h2 or h2c.
+    #[serde(default)]
+    pub protocol: upstream_transport::UpstreamProtocol,
 }
 
 /// Which answers and failures after the request was sent are worth another attempt.
@@ -517,6 +524,11 @@ impl Config {
                 }
             }
             resolve(&mut tls.client_ca_file);
+        }
+        for tls in self.upstreams.values_mut().filter_map(|u| u.tls.as_mut()) {
+            resolve(&mut tls.ca_file);
+            resolve(&mut tls.client_cert_file);
+            resolve(&mut tls.client_key_file);
         }
         for jwt in self.auth.jwt.values_mut() {
             resolve(&mut jwt.secret_file);

@@ -265,6 +265,7 @@ fn check_upstream(name: &str, upstream: &UpstreamConfig, out: &mut Vec<Problem>)
         }
     }
     check_retries(&at, upstream, out);
+    check_transport(&at, upstream, out);
     if let Some(ph) = &upstream.passive_health {
         if ph.consecutive_failures == 0 {
             out.push(Problem::new(
@@ -316,6 +317,52 @@ fn check_upstream(name: &str, upstream: &UpstreamConfig, out: &mut Vec<Problem>)
                 "must be at least 1",
             ));
         }
+    }
+}
+
+/// `tls` and `protocol` must agree, and a client certificate comes with its key. The files
+/// themselves are read when the runtime is built (`upstream::transport`).
+fn check_transport(at: &str, upstream: &UpstreamConfig, out: &mut Vec<Problem>) {
+    use super::upstream_transport::UpstreamProtocol;
+    match (upstream.protocol, &upstream.tls) {
+        (UpstreamProtocol::H2, None) => out.push(Problem::new(
+            format!("{at}.protocol"),
+            "h2 is HTTP/2 over TLS and needs tls: {...} (cleartext HTTP/2 is h2c)",
+        )),
+        (UpstreamProtocol::H2c, Some(_)) => out.push(Problem::new(
+            format!("{at}.protocol"),
+            "h2c is cleartext HTTP/2 and cannot be combined with tls (HTTP/2 over TLS is h2)",
+        )),
+        _ => {}
+    }
+    let Some(tls) = &upstream.tls else {
+        return;
+    };
+    match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(_), None) => out.push(Problem::new(
+            format!("{at}.tls.client_key_file"),
+            "client_cert_file needs its client_key_file",
+        )),
+        (None, Some(_)) => out.push(Problem::new(
+            format!("{at}.tls.client_cert_file"),
+            "client_key_file needs its client_cert_file",
+        )),
+        _ => {}
+    }
+    if let Some(sni) = &tls.sni {
+        let ip = sni.parse::<std::net::IpAddr>().is_ok();
+        if (!ip && !valid_host_pattern(sni)) || sni.starts_with("*.") {
+            out.push(Problem::new(
+                format!("{at}.tls.sni"),
+                format!("invalid server name {sni:?}; write a DNS name such as billing.internal"),
+            ));
+        }
+    }
+    if !tls.verify && tls.ca_file.is_some() {
+        out.push(Problem::new(
+            format!("{at}.tls.ca_file"),
+            "has no effect with verify: false (nothing is verified)",
+        ));
     }
 }
 

@@ -18,7 +18,22 @@ pub(super) fn warnings(config: &Config) -> Vec<Problem> {
     let mut out = Vec::new();
     check_stop_budget(config, &mut out);
     check_path_policy(config, &mut out);
+    check_unverified_upstreams(config, &mut out);
     out
+}
+
+/// `tls.verify: false` encrypts without authenticating: anyone on the path can pose as the
+/// backend. Allowed (some backends have no verifiable certificate) but said out loud.
+fn check_unverified_upstreams(config: &Config, out: &mut Vec<Problem>) {
+    for (name, upstream) in &config.upstreams {
+        if upstream.tls.as_ref().is_some_and(|t| !t.verify) {
+            out.push(Problem::new(
+                format!("upstreams.{name}.tls.verify"),
+                "false: backend certificates are not checked; the connection is encrypted but \
+                 not authenticated",
+            ));
+        }
+    }
 }
 
 /// A relaxed `path_policy` lets backends read a path differently from the router.

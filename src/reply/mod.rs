@@ -1,10 +1,12 @@
 //! Every response the gateway writes itself (DESIGN.md "Error responses"): the error kinds
 //! with their statuses and codes, the JSON body, the answer written through a Pingora session,
-//! the canned bytes the listener writes before Pingora has a request, and which gateway error a
-//! Pingora failure becomes ([`classify`]). Messages are fixed strings chosen by the gateway:
-//! nothing from the upstream, the network or key material can leak into them.
+//! the canned bytes the listener writes before Pingora has a request, which gateway error a
+//! Pingora failure becomes ([`classify`]), and the same refusals in gRPC's form ([`grpc`]).
+//! Messages are fixed strings chosen by the gateway: nothing from the upstream, the network or
+//! key material can leak into them.
 
 pub mod classify;
+pub mod grpc;
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -208,7 +210,8 @@ pub fn frame_for_http10(session: &mut Session, resp: &mut ResponseHeader) -> pin
     Ok(())
 }
 
-/// Send `{"error","message","request_id"}` with the status of `kind` and any extra headers.
+/// Send `{"error","message","request_id"}` with the status of `kind` and any extra headers;
+/// a gRPC request gets the same refusal in gRPC's form instead ([`grpc`]).
 pub async fn send(
     session: &mut Session,
     kind: GatewayError,
@@ -216,6 +219,9 @@ pub async fn send(
     request_id: &str,
     extra: &[(&'static str, &str)],
 ) -> pingora::Result<()> {
+    if grpc::is_grpc(session.req_header()) {
+        return grpc::send(session, kind, message, request_id, extra).await;
+    }
     let body = body(kind, message, request_id);
     let mut resp = ResponseHeader::build(kind.status(), Some(4 + extra.len()))?;
     resp.insert_header("Content-Type", "application/json")?;

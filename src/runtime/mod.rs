@@ -18,6 +18,7 @@ use crate::rate_limit::RateLimiter;
 use crate::routing::Router;
 use crate::tls::Tls;
 use crate::upstream::Pools;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -62,6 +63,9 @@ impl Runtime {
     }
 }
 
+/// Each upstream's TLS material, by upstream name.
+type UpstreamTls = HashMap<String, crate::upstream::transport::TlsMaterial>;
+
 /// Keep the value, or keep its problems for the report.
 fn collect<T>(result: Result<T, Vec<Problem>>, problems: &mut Vec<Problem>) -> Option<T> {
     result.map_err(|p| problems.extend(p)).ok()
@@ -98,9 +102,13 @@ impl Runtime {
             Some(t) => collect(crate::tls::build(t, SystemTime::now()), &mut problems).map(Some),
             None => Some(None),
         };
-        match (auth, limiter, trusted, tls) {
-            (Some(auth), Some(limiter), Some(trusted), Some(tls)) if problems.is_empty() => {
-                let mut runtime = Self::assemble(config, auth, limiter, trusted, draining)?;
+        let upstream_tls = collect(crate::upstream::transport::load_all(config), &mut problems);
+        match (auth, limiter, trusted, tls, upstream_tls) {
+            (Some(auth), Some(limiter), Some(trusted), Some(tls), Some(upstream_tls))
+                if problems.is_empty() =>
+            {
+                let mut runtime =
+                    Self::assemble(config, auth, limiter, trusted, &upstream_tls, draining)?;
                 runtime.tls = tls;
                 Ok(runtime)
             }
@@ -113,9 +121,10 @@ impl Runtime {
         auth: Auth,
         limiter: RateLimiter,
         trusted: TrustedProxies,
+        upstream_tls: &UpstreamTls,
         draining: Draining,
     ) -> Result<Runtime, Problems> {
-        let pools = Arc::new(Pools::build(config).map_err(|e| Problems(vec![e]))?);
+        let pools = Arc::new(Pools::build(config, upstream_tls).map_err(|e| Problems(vec![e]))?);
         let router = Router::new(&config.routes);
         let routes = routes::build(config, &router, &pools, &auth, &limiter).map_err(Problems)?;
         let s = &config.server;

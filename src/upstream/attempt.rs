@@ -88,7 +88,7 @@ impl Attempts {
         self.tried.push(addr);
         self.backend = Some(addr);
         self.outcome_recorded = false;
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let mut peer = pool.transport.peer(addr);
         peer.options.connection_timeout = Some(pool.connect_timeout);
         peer.options.read_timeout = Some(pool.read_timeout);
         self.started = Some(Instant::now());

@@ -6,45 +6,102 @@
 //! [`HealthService`] only reports ready — which gates the proxy listener — once that first
 //! round is done.
 
+use super::transport::Transport;
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use crate::upstream::Pool;
 use async_trait::async_trait;
+use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::services::ServiceReadyNotifier;
+use pingora::upstreams::peer::HttpPeer;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Wraps Pingora's HTTP/TCP check with our thresholds, first-round rule and transition logs.
 pub struct GatedCheck {
     upstream: String,
-    inner: Box<dyn HealthCheck + Send + Sync>,
+    /// One probe per server name (TLS backends of a pool may be reached under different
+    /// names); a single one without TLS.
+    probes: Vec<Box<dyn HealthCheck + Send + Sync>>,
+    /// Which probe checks a backend; absent: the first.
+    probe_of: HashMap<SocketAddr, usize>,
     healthy_threshold: usize,
     unhealthy_threshold: usize,
     warmed_up: Arc<AtomicBool>,
 }
 
+/// The pool's check: the same TLS settings (server name, CA, client certificate) and HTTP
+/// version as its requests, so a backend is only healthy if requests can reach it.
 pub fn build_check(
     upstream: &str,
     cfg: &HealthCheckConfig,
+    transport: &Transport,
+    backends: &[SocketAddr],
     warmed_up: Arc<AtomicBool>,
 ) -> Box<dyn HealthCheck + Send + Sync> {
-    let inner: Box<dyn HealthCheck + Send + Sync> = match cfg.kind {
+    let mut names: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+    for addr in backends {
+        names.entry(transport.sni(*addr)).or_default().push(*addr);
+    }
+    if names.is_empty() {
+        names.insert(String::new(), Vec::new());
+    }
+    let mut probes = Vec::with_capacity(names.len());
+    let mut probe_of = HashMap::new();
+    for (i, (sni, addrs)) in names.into_iter().enumerate() {
+        probes.push(probe(cfg, transport, sni));
+        probe_of.extend(addrs.into_iter().map(|a| (a, i)));
+    }
+    Box::new(GatedCheck {
+        upstream: upstream.to_string(),
+        probes,
+        probe_of,
+        healthy_threshold: cfg.healthy_threshold,
+        unhealthy_threshold: cfg.unhealthy_threshold,
+        warmed_up,
+    })
+}
+
+/// One Pingora check for the backends reached under `sni` (empty without TLS).
+fn probe(
+    cfg: &HealthCheckConfig,
+    transport: &Transport,
+    sni: String,
+) -> Box<dyn HealthCheck + Send + Sync> {
+    match cfg.kind {
         HealthCheckKind::Http => {
-            let mut hc = HttpHealthCheck::new("localhost", false);
+            let mut hc = HttpHealthCheck::new("localhost", transport.is_tls());
+            // The Host of a health probe is informational; backends route on path. Over TLS
+            // it is the server name, which name-based virtual hosts expect.
+            let host = if sni.is_empty() { "localhost" } else { &sni };
             if let Ok(mut req) = RequestHeader::build("GET", cfg.path.as_bytes(), None) {
-                // The Host of a health probe is informational; backends route on path.
-                let _ = req.insert_header("Host", "localhost");
+                let _ = req.insert_header("Host", host);
                 let _ = req.insert_header("User-Agent", "tollgate-health-check");
                 hc.req = req;
             }
+            hc.peer_template.sni = sni;
+            transport.apply(&mut hc.peer_template);
             hc.peer_template.options.connection_timeout = Some(cfg.timeout.0);
             hc.peer_template.options.read_timeout = Some(cfg.timeout.0);
             hc.peer_template.options.total_connection_timeout = Some(cfg.timeout.0);
             Box::new(hc)
+        }
+        HealthCheckKind::Tcp if transport.is_tls() => {
+            // The address is a placeholder: each check sets the backend's.
+            let mut peer = HttpPeer::new(SocketAddr::from(([0, 0, 0, 0], 1)), true, sni);
+            transport.apply(&mut peer);
+            peer.options.connection_timeout = Some(cfg.timeout.0);
+            peer.options.total_connection_timeout = Some(cfg.timeout.0);
+            Box::new(HandshakeCheck {
+                peer_template: peer,
+                connector: TransportConnector::new(None),
+            })
         }
         HealthCheckKind::Tcp => {
             let mut hc = TcpHealthCheck::new();
@@ -52,20 +109,46 @@ pub fn build_check(
             hc.peer_template.options.total_connection_timeout = Some(cfg.timeout.0);
             hc
         }
-    };
-    Box::new(GatedCheck {
-        upstream: upstream.to_string(),
-        inner,
-        healthy_threshold: cfg.healthy_threshold,
-        unhealthy_threshold: cfg.unhealthy_threshold,
-        warmed_up,
-    })
+    }
+}
+
+/// `type: tcp` on a TLS upstream: the TCP connect *and* the TLS handshake, with the pool's CA
+/// and client certificate. Pingora's `TcpHealthCheck::new_tls` takes a `BasicPeer`, which has
+/// no client certificate and no per-peer CA (and, with an empty SNI, would skip TLS entirely).
+struct HandshakeCheck {
+    peer_template: HttpPeer,
+    connector: TransportConnector,
+}
+
+#[async_trait]
+impl HealthCheck for HandshakeCheck {
+    async fn check(&self, target: &Backend) -> pingora::Result<()> {
+        let mut peer = self.peer_template.clone();
+        peer._address = target.addr.clone();
+        self.connector.get_stream(&peer).await.map(drop)
+    }
+
+    fn health_threshold(&self, _success: bool) -> usize {
+        1
+    }
 }
 
 #[async_trait]
 impl HealthCheck for GatedCheck {
     async fn check(&self, target: &Backend) -> pingora::Result<()> {
-        self.inner.check(target).await
+        let i = target
+            .addr
+            .as_inet()
+            .and_then(|a| self.probe_of.get(a))
+            .copied()
+            .unwrap_or(0);
+        match self.probes.get(i) {
+            Some(probe) => probe.check(target).await,
+            None => pingora::Error::e_explain(
+                pingora::ErrorType::InternalError,
+                "no health probe for this backend",
+            ),
+        }
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::health;
+use super::transport::{TlsMaterial, Transport};
 
 /// Everything the proxy needs to send a request to one upstream.
 pub struct Pool {
@@ -32,6 +33,8 @@ pub struct Pool {
     /// `retry_on`: which post-send failures are retried (none when absent).
     pub retry_on: Option<super::retry::RetryPolicy>,
     pub retry_budget: super::retry::RetryBudget,
+    /// TLS and HTTP version towards the backends, shared by attempts and health checks.
+    pub transport: Arc<Transport>,
 }
 
 /// How many backends a pool has and how many are in rotation.
@@ -42,22 +45,31 @@ pub struct PoolHealth {
 }
 
 impl Pool {
-    fn build(name: &str, cfg: &UpstreamConfig) -> Result<Pool, String> {
+    fn build(name: &str, cfg: &UpstreamConfig, tls: Option<TlsMaterial>) -> Result<Pool, String> {
         let mut set = BTreeSet::new();
         let mut addrs = Vec::with_capacity(cfg.backends.len());
+        let mut configured = Vec::with_capacity(cfg.backends.len());
         for b in &cfg.backends {
             let addr = crate::config::resolve_backend(b.addr())?;
             let backend = Backend::new_with_weight(&addr.to_string(), b.weight())
                 .map_err(|e| format!("backend {addr}: {e}"))?;
             set.insert(backend);
             addrs.push(addr);
+            configured.push((addr, b.addr()));
         }
+        let transport = Arc::new(Transport::new(cfg.protocol, tls, &configured));
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(Backends::new(Static::new(set)));
         // Static discovery completes immediately; this only builds the selector.
         futures_now(lb.update())?;
         let warmed_up = Arc::new(AtomicBool::new(cfg.health_check.is_none()));
         if let Some(hc) = &cfg.health_check {
-            lb.set_health_check(health::build_check(name, hc, warmed_up.clone()));
+            lb.set_health_check(health::build_check(
+                name,
+                hc,
+                &transport,
+                &addrs,
+                warmed_up.clone(),
+            ));
             lb.health_check_frequency = Some(hc.interval.0);
         }
         let outlier = cfg
@@ -81,6 +93,7 @@ impl Pool {
             retry_on: cfg.retry_on.as_ref().map(super::retry::RetryPolicy::new),
             retry_budget: super::retry::RetryBudget::new(&cfg.retry_budget),
             warmed_up,
+            transport,
         })
     }
 
@@ -170,12 +183,16 @@ pub struct Pools {
 }
 
 impl Pools {
-    pub fn build(config: &Config) -> Result<Pools, crate::config::Problem> {
+    /// `tls`: each upstream's TLS material, read by [`super::transport::load_all`].
+    pub fn build(
+        config: &Config,
+        tls: &HashMap<String, TlsMaterial>,
+    ) -> Result<Pools, crate::config::Problem> {
         let mut by_name = HashMap::new();
         let mut ordered = Vec::new();
         for (name, cfg) in &config.upstreams {
             let pool = Arc::new(
-                Pool::build(name, cfg)
+                Pool::build(name, cfg, tls.get(name).cloned())
                     .map_err(|e| crate::config::Problem::new(format!("upstreams.{name}"), e))?,
             );
             by_name.insert(name.clone(), pool.clone());

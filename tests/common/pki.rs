@@ -38,6 +38,15 @@ impl Pki {
         self.dir.path().join("ca.pem")
     }
 
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    /// A leaf for `names` (DNS names or IP addresses), named by its first name.
+    pub fn leaf(&self, file: &str, names: &[&str]) -> Issued {
+        self.issue(file, names.first().copied().unwrap_or(file), names, None)
+    }
+
     /// A leaf for `names` with common name `cn`, valid until `not_after` (default: rcgen's).
     pub fn issue(
         &self,
