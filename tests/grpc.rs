@@ -8,12 +8,12 @@ mod common;
 #[path = "common/grpc_backend.rs"]
 mod grpc_backend;
 
+use common::pki::Pki;
 use common::{free_port, Gateway};
 use grpc_backend::{
     h2c_channel, stream, tls_channel, unary, GrpcBackend, Listen, BACKEND_ERROR_MESSAGE, SLOW,
     UNARY,
 };
-use common::pki::Pki;
 use std::process::{Command, Stdio};
 use tonic::Code;
 

@@ -7,9 +7,9 @@ mod common;
 #[path = "common/grpc_backend.rs"]
 mod grpc_backend;
 
+use common::pki::Pki;
 use common::{check, free_port, upstream_counts, Gateway};
 use grpc_backend::{GrpcBackend, Listen};
-use common::pki::Pki;
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};

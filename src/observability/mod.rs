@@ -79,7 +79,7 @@ pub fn request_finished(log: &AccessLog, f: &Finished<'_>) {
         client_ip: f.client_ip.map(|ip| ip.to_string()),
         method: f.req.method.as_str(),
         protocol: match f.req.version {
-            http::Version::HTTP_2 => "HTTP/2.0",
+            http::Version::HTTP_2 => "HTTP/2",
             http::Version::HTTP_10 => "HTTP/1.0",
             http::Version::HTTP_09 => "HTTP/0.9",
             _ => "HTTP/1.1",

@@ -129,7 +129,7 @@ impl std::fmt::Display for Resp {
     }
 }
 
-async fn from_reqwest(r: reqwest::Response) -> Resp {
+pub async fn from_reqwest(r: reqwest::Response) -> Resp {
     let status = r.status().as_u16();
     let headers = r
         .headers()
