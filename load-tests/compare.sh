@@ -1,44 +1,58 @@
 #!/usr/bin/env bash
-# Side-by-side on one machine, one shared upstream (nginx returning ~90 bytes of JSON):
-#   (a) the upstream directly            (b) tollgate, routing only
-#   (c) tollgate + JWT + rate limit + access log
-#   (d) nginx proxy + limit_req + access log     (e) haproxy (if installed)
-# Same oha settings for all, runs interleaved a,b,c,d,e × REPS. Pinning: the load generator
-# and the upstream share CPU $LOAD_CPU, every proxy runs on CPU $PROXY_CPU with one worker
-# (tollgate threads: 1, nginx worker_processes 1, haproxy nbthread 1), so each proxy gets
-# exactly one core and they never compete with the load they serve.
-# Prints a Markdown table (median of REPS) and writes it to target/load-tests/compare/.
-# Loopback only; every run is bounded by DURATION.
+# Side by side on one machine, one shared upstream (nginx answering ~90 bytes of JSON):
+#   nginx proxy (the baseline of every ratio)      HAProxy (if installed)
+#   floor: a bare Pingora ProxyHttp (examples/floor.rs: same Pingora, features, allocator)
+#   tollgate, routing only                          tollgate + JWT + rate limit + access log
+# and, with TLS=1 (default), nginx and tollgate terminating TLS with one certificate:
+#   HTTP/1.1 keep-alive over TLS (wrk), h2 (h2load), new handshakes (wrk, Connection: close).
+#
+# Load: wrk -t1 (one load thread). Pinning: wrk and the upstream share CPU $LOAD_CPU, every
+# proxy runs on CPU $PROXY_CPU with one worker (tollgate/floor threads: 1, nginx
+# worker_processes 1, haproxy nbthread 1), so each proxy gets exactly one core and never
+# competes with the load it serves. Runs are interleaved (for each connection count: rep 1 of
+# every target, rep 2 of every target, ...) so drift hits all alike; the table shows medians.
+# Peak RSS is each proxy's (and its children's) VmHWM after the runs at that connection count.
+#
+# Loopback only; every run is bounded by DURATION. Results: target/load-tests/compare/.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/target/load-tests/compare"
-mkdir -p "$out"
+rm -rf "$out" && mkdir -p "$out"
 run="$(mktemp -d /tmp/tollgate-compare.XXXXXX)"
 DURATION="${DURATION:-10s}"
-CONNS="${CONNECTIONS:-64}"
+CONNECTIONS="${CONNECTIONS:-64 1000}"
 REPS="${REPS:-3}"
+TLS="${TLS:-1}"
 LOAD_CPU="${LOAD_CPU:-0}"
 PROXY_CPU="${PROXY_CPU:-1}"
-OHA_VERSION=1.16.0
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 need_apt=()
 command -v nginx >/dev/null 2>&1 || need_apt+=(nginx)
 command -v haproxy >/dev/null 2>&1 || need_apt+=(haproxy)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v h2load >/dev/null 2>&1 || need_apt+=(nghttp2-client)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" || true
 fi
-command -v nginx >/dev/null 2>&1 || { echo "nginx is required" >&2; exit 1; }
-command -v oha >/dev/null 2>&1 || cargo install oha --locked --version "$OHA_VERSION"
+for tool in nginx wrk; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "$tool is required" >&2; exit 1; }
+done
 
-cargo build --release --locked --bin tollgate
+cargo build --release --locked --bin tollgate --example floor
 bin="$root/target/release/tollgate"
+floor="$root/target/release/examples/floor"
 
-for f in upstream.nginx.conf nginx.proxy.conf haproxy.cfg tollgate.routing.yaml tollgate.full.yaml; do
+for f in upstream.nginx.conf nginx.proxy.conf haproxy.cfg tollgate.routing.yaml tollgate.full.yaml tollgate.tls.yaml; do
   sed "s#__RUN__#$run#g" "$root/load-tests/compare/$f" >"$run/$f"
 done
 head -c 48 /dev/urandom | base64 | tr -d '\n' >"$run/jwt-secret"
 token="$(JWT_SECRET="$(cat "$run/jwt-secret")" "$bin" token --secret-env JWT_SECRET \
   --sub bench --iss bench --aud api --ttl 2h)"
+# One throwaway ECDSA P-256 certificate for both TLS servers.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$run/tls.key" -out "$run/tls.pem" 2>/dev/null
 
 pids=()
 cleanup() {
@@ -54,31 +68,35 @@ start() { # name cpu cmd...
   eval "pid_$name=$!"
 }
 start upstream "$LOAD_CPU" nginx -c "$run/upstream.nginx.conf"
-start tollgate_b "$PROXY_CPU" "$bin" run -c "$run/tollgate.routing.yaml"
-start tollgate_c "$PROXY_CPU" "$bin" run -c "$run/tollgate.full.yaml"
 start nginx "$PROXY_CPU" nginx -c "$run/nginx.proxy.conf"
+start floor "$PROXY_CPU" "$floor" 127.0.0.1:4905 127.0.0.1:4900
+start tollgate_routing "$PROXY_CPU" "$bin" run -c "$run/tollgate.routing.yaml"
+start tollgate_full "$PROXY_CPU" "$bin" run -c "$run/tollgate.full.yaml"
+[ "$TLS" = 1 ] && start tollgate_tls "$PROXY_CPU" "$bin" run -c "$run/tollgate.tls.yaml"
 have_haproxy=""
 if command -v haproxy >/dev/null 2>&1; then
   start haproxy "$PROXY_CPU" haproxy -f "$run/haproxy.cfg"
   have_haproxy=1
 fi
 
-wait_port() {
+wait_url() {
   for _ in $(seq 100); do
-    curl -fsS -o /dev/null -H "Authorization: Bearer $token" "http://127.0.0.1:$1/" 2>/dev/null && return 0
+    curl -kfsS -o /dev/null -H "Authorization: Bearer $token" "$1" 2>/dev/null && return 0
     sleep 0.1
   done
-  echo "port $1 did not answer" >&2
+  echo "$1 did not answer" >&2
   return 1
 }
-for p in 4900 4901 4902 4903; do wait_port "$p"; done
-[ -n "$have_haproxy" ] && wait_port 4904
+for p in 4900 4901 4902 4903 4905; do wait_url "http://127.0.0.1:$p/"; done
+[ -n "$have_haproxy" ] && wait_url "http://127.0.0.1:4904/"
+[ "$TLS" = 1 ] && for p in 4913 4921; do wait_url "https://127.0.0.1:$p/"; done
 
-# name port pid [auth]
-targets=("a_direct 4900 upstream" "b_tollgate_routing 4901 tollgate_b" "c_tollgate_full 4902 tollgate_c auth" "d_nginx_limit_req 4903 nginx")
-[ -n "$have_haproxy" ] && targets+=("e_haproxy 4904 haproxy")
+# "name port pidname [auth]"
+targets=("nginx 4903 nginx" "floor 4905 floor" "tollgate_routing 4901 tollgate_routing"
+  "tollgate_full 4902 tollgate_full auth")
+[ -n "$have_haproxy" ] && targets=("${targets[0]}" "haproxy 4904 haproxy" "${targets[@]:1}")
 
-# CPU and memory of the proxy *and its children* (nginx and haproxy serve from worker processes).
+# CPU and memory of the proxy *and its children* (nginx and haproxy serve from workers).
 family() { echo "$1"; pgrep -P "$1" || true; }
 cpu_ticks() {
   local total=0 p
@@ -94,56 +112,53 @@ rss_kb() {
   done
   echo "$total"
 }
+# wrk_run file conns url pid [extra wrk args...]: one bounded wrk run, its text output and the
+# proxy's CPU ticks and peak RSS.
+wrk_run() {
+  local file="$1" conns="$2" url="$3" pid="$4"; shift 4
+  local before after
+  before="$(cpu_ticks "$pid")"
+  taskset -c "$LOAD_CPU" wrk -t1 -c "$conns" -d "$DURATION" --latency "$@" "$url" >"$file.txt" 2>&1 || true
+  after="$(cpu_ticks "$pid")"
+  echo "{\"cpu_ticks\": $((after - before)), \"rss_kb\": $(rss_kb "$pid")}" >"$file.proc.json"
+}
+
 echo "warming up"
 for t in "${targets[@]}"; do
   set -- $t
-  taskset -c "$LOAD_CPU" oha -z 2s -c "$CONNS" --no-tui -H "Authorization: Bearer $token" \
-    "http://127.0.0.1:$2/" >/dev/null
+  taskset -c "$LOAD_CPU" wrk -t1 -c 64 -d 2s -H "Authorization: Bearer $token" \
+    "http://127.0.0.1:$2/" >/dev/null 2>&1 || true
 done
-for rep in $(seq "$REPS"); do
-  for t in "${targets[@]}"; do
-    set -- $t
-    name="$1"; port="$2"; pidvar="pid_$3"; pid="${!pidvar}"
-    auth=()
-    [ "${4:-}" = auth ] && auth=(-H "Authorization: Bearer $token")
-    before="$(cpu_ticks "$pid")"
-    taskset -c "$LOAD_CPU" oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json \
-      -o "$out/$name.$rep.json" "${auth[@]}" "http://127.0.0.1:$port/"
-    after="$(cpu_ticks "$pid")"
-    rss="$(rss_kb "$pid")"
-    echo "{\"cpu_ticks\": $((after - before)), \"rss_kb\": $rss}" >"$out/$name.$rep.proc.json"
-    echo "rep $rep $name done"
+for conns in $CONNECTIONS; do
+  for rep in $(seq "$REPS"); do
+    for t in "${targets[@]}"; do
+      set -- $t
+      name="$1"; port="$2"; pidvar="pid_$3"
+      auth=()
+      [ "${4:-}" = auth ] && auth=(-H "Authorization: Bearer $token")
+      wrk_run "$out/http.$conns.$name.$rep" "$conns" "http://127.0.0.1:$port/" "${!pidvar}" "${auth[@]}"
+      echo "c=$conns rep $rep $name done"
+    done
   done
 done
 
-python3 - "$out" "$REPS" "$DURATION" "$CONNS" <<'PY' | tee "$out/results.md"
-import json, os, statistics, sys
-out, reps, duration, conns = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-hz = os.sysconf("SC_CLK_TCK")
-secs = float(duration.rstrip("s"))
-names = sorted({f.split(".")[0] for f in os.listdir(out) if f.endswith(".1.json")})
-rows = {}
-for n in names:
-    rps, p50, p99, cpu, rss, ok = [], [], [], [], [], []
-    for r in range(1, reps + 1):
-        j = json.load(open(f"{out}/{n}.{r}.json"))
-        p = json.load(open(f"{out}/{n}.{r}.proc.json"))
-        rps.append(j["summary"]["requestsPerSec"])
-        lat = j["latencyPercentiles"]
-        p50.append(lat["p50"] * 1000)
-        p99.append(lat["p99"] * 1000)
-        ok.append(j["summary"]["successRate"])
-        cpu.append(p["cpu_ticks"] / hz / secs * 100)
-        rss.append(p["rss_kb"] / 1024)
-    rows[n] = dict(rps=statistics.median(rps), p50=statistics.median(p50),
-                   p99=statistics.median(p99), cpu=statistics.median(cpu),
-                   rss=max(rss), ok=min(ok))
-base = rows.get("d_nginx_limit_req", {}).get("rps")
-print(f"oha -z {duration} -c {conns}, median of {reps} interleaved runs; proxy pinned to one core\n")
-print("| configuration | RPS | p50 ms | p99 ms | proxy CPU % | proxy max RSS MiB | success | vs nginx |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
-for n, r in rows.items():
-    ratio = f"{r['rps'] / base:.2f}" if base else "-"
-    print(f"| {n} | {r['rps']:.0f} | {r['p50']:.3f} | {r['p99']:.3f} | {r['cpu']:.0f} | {r['rss']:.1f} | {r['ok']:.4f} | {ratio} |")
-PY
+if [ "$TLS" = 1 ]; then
+  secs="${DURATION%s}"
+  for rep in $(seq "$REPS"); do
+    for t in "nginx 4913 nginx" "tollgate 4921 tollgate_tls"; do
+      set -- $t
+      name="$1"; port="$2"; pidvar="pid_$3"; pid="${!pidvar}"
+      wrk_run "$out/tls.h1.$name.$rep" 64 "https://127.0.0.1:$port/" "$pid"
+      wrk_run "$out/tls.handshake.$name.$rep" 64 "https://127.0.0.1:$port/" "$pid" -H "Connection: close"
+      before="$(cpu_ticks "$pid")"
+      taskset -c "$LOAD_CPU" h2load -D "$secs" -c 64 -m 10 -t 1 "https://127.0.0.1:$port/" \
+        >"$out/tls.h2.$name.$rep.txt" 2>&1 || true
+      after="$(cpu_ticks "$pid")"
+      echo "{\"cpu_ticks\": $((after - before)), \"rss_kb\": $(rss_kb "$pid")}" >"$out/tls.h2.$name.$rep.proc.json"
+      echo "tls rep $rep $name done"
+    done
+  done
+fi
+
+python3 "$root/load-tests/compare_report.py" "$out" "$REPS" "$DURATION" "$CONNECTIONS" | tee "$out/results.md"
 echo "raw results in $out"

@@ -11,6 +11,8 @@ use crate::tls::Tls;
 use crate::upstream::HealthService;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -39,6 +41,7 @@ pub fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
         // With `-d`, the parent waits until the daemon is serving, so a supervisor (systemd's
         // Type=forking) sees success only when the new process is really up.
         daemon_wait_for_ready: flags.daemon,
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool,
         // Pingora's own bound on attempts per request must not cut `retries` short: `retries`
         // + 1 attempts, plus one for its resend over a pooled connection the backend had closed.
         max_retries: config
@@ -155,13 +158,15 @@ pub fn build(
     drain.threads = Some(1);
     server.add_service(drain);
     let mut proxy = Service::new("tollgate proxy".to_string(), app);
+    let buffers = L4BufferSettings::default().read(config.server.read_buffer.0 as usize);
     for addr in &config.server.listen {
-        proxy.add_tcp(addr);
+        proxy.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(buffers));
     }
     if let Some(tls) = &tls {
         tls.publish_expiries();
         for addr in &config.server.tls_listen {
-            proxy.add_tls_with_settings(addr, None, tls_settings(tls)?);
+            let endpoint = ListenerConfig::tcp(addr.as_str()).l4_buffer(buffers);
+            proxy.add_listener(endpoint.tls(tls_settings(tls)?));
         }
     }
     let proxy_handle = server.add_service(proxy);

@@ -70,11 +70,29 @@ pub fn from_incoming(value: Option<&str>) -> TraceContext {
             trace_id: id.to_string(),
         },
         None => {
-            let trace_id = uuid::Uuid::new_v4().simple().to_string();
-            let span = uuid::Uuid::new_v4().simple().to_string();
-            let header = format!("00-{trace_id}-{}-01", &span[..16]);
+            // Random, non-zero ids from the thread-local fast RNG (W3C asks for uniqueness,
+            // not secrecy), hex-encoded without the formatting machinery: every request
+            // without a valid `traceparent` pays this.
+            let trace = fastrand::u128(1..);
+            let span = fastrand::u64(1..);
+            let mut header = String::with_capacity(55);
+            header.push_str("00-");
+            push_hex(&mut header, &trace.to_be_bytes());
+            header.push('-');
+            push_hex(&mut header, &span.to_be_bytes());
+            header.push_str("-01");
+            let trace_id = header[3..35].to_owned();
             TraceContext::Started { trace_id, header }
         }
+    }
+}
+
+/// Lower-case hex of `bytes`, appended.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
     }
 }
 

@@ -297,3 +297,27 @@ async fn route_header_rules() {
     assert_eq!(r.header(BACKEND_SECRET_HEADER), Some("s3cr3t"));
     assert_eq!(r.header("x-backend"), Some("echo"));
 }
+
+/// The client read buffer (`server.read_buffer`, 16 KiB by default) bounds one read, not a
+/// request head: a head several times its size (under `max_header_bytes`) is read whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_larger_than_the_read_buffer_is_read_whole() {
+    let (_b, gw) = one_backend_gateway(&["read_buffer: 4KiB", "max_header_bytes: 48KiB"]).await;
+    let big = "v".repeat(1000);
+    let names: Vec<String> = (0..30).map(|i| format!("x-big-{i}")).collect();
+    let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), big.as_str())).collect();
+    let r = gw.get_with("/big", &headers).await;
+    let echo = r.echo();
+    for n in &names {
+        assert_eq!(echo.header(n).map(str::len), Some(1000), "{n} lost");
+    }
+}
+
+#[test]
+fn check_refuses_a_read_buffer_out_of_range() {
+    let (code, _, err) = check(
+        "server:\n  read_buffer: 100\nupstreams:\n  u: {backends: [\"127.0.0.1:1\"]}\nroutes:\n  - {name: r, upstream: u}\n",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("server.read_buffer: must be between 1KiB and 1MiB"), "{err}");
+}

@@ -96,6 +96,14 @@ pub struct ServerConfig {
     /// Concurrent client connections over all public listeners; more get 503 and close.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Read buffer of each client connection (Pingora's default is 64 KiB, allocated per
+    /// connection: 16 KiB holds any TLS record and typical request heads at a quarter of the
+    /// memory per idle keep-alive connection).
+    #[serde(default = "default_read_buffer")]
+    pub read_buffer: ByteSize,
+    /// Idle upstream connections kept for reuse, over all upstreams.
+    #[serde(default = "default_upstream_keepalive_pool")]
+    pub upstream_keepalive_pool: usize,
     #[serde(default = "default_access_log")]
     pub access_log: String,
     /// Path spellings backends read differently (encoded slashes, backslash, `;`): default reject.
@@ -127,6 +135,8 @@ impl Default for ServerConfig {
             header_read_timeout: default_header_read_timeout(),
             idle_timeout: default_idle_timeout(),
             max_connections: default_max_connections(),
+            read_buffer: default_read_buffer(),
+            upstream_keepalive_pool: default_upstream_keepalive_pool(),
             access_log: default_access_log(),
             path_policy: Default::default(),
             log_level: default_log_level(),
@@ -156,6 +166,12 @@ fn default_grace_period() -> HumanDuration {
 }
 fn default_graceful_shutdown_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(5))
+}
+fn default_read_buffer() -> ByteSize {
+    ByteSize(16 * 1024)
+}
+fn default_upstream_keepalive_pool() -> usize {
+    128
 }
 fn default_max_request_body() -> ByteSize {
     ByteSize(10 * 1024 * 1024)

@@ -39,6 +39,12 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
 
 /// Limits on hostile clients: zero would refuse everything (or, for timeouts, nothing).
 fn check_client_limits(server: &super::ServerConfig, out: &mut Vec<Problem>) {
+    if !(1024..=1024 * 1024).contains(&server.read_buffer.0) {
+        out.push(Problem::new(
+            "server.read_buffer",
+            "must be between 1KiB and 1MiB",
+        ));
+    }
     if server.max_connections == 0 {
         out.push(Problem::new("server.max_connections", "must be at least 1"));
     }

@@ -43,6 +43,10 @@ pub struct HeaderDeadline {
     framing: Framing,
     /// Set once the framing broke after earlier bytes were handed on: every later read fails.
     broken: Option<Refusal>,
+    /// When the head being read must be complete. Kept as a plain instant and handed to
+    /// `timer` only when a read would wait in the middle of a head: a head that arrives in one
+    /// read (nearly every keep-alive request) never touches the timer wheel.
+    deadline: Instant,
     timer: Pin<Box<Sleep>>,
     on_refused: Arc<dyn Fn(Refusal) + Send + Sync>,
 }
@@ -139,6 +143,7 @@ impl HeaderDeadline {
                 Framing::not_http1()
             },
             broken: None,
+            deadline,
             timer: Box::pin(tokio::time::sleep_until(deadline)),
             on_refused,
         }
@@ -153,7 +158,13 @@ impl HeaderDeadline {
     }
 
     fn expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.framing.reading_head() && self.timer.as_mut().poll(cx).is_ready()
+        if !self.framing.reading_head() {
+            return false;
+        }
+        if self.timer.deadline() != self.deadline {
+            self.timer.as_mut().reset(self.deadline);
+        }
+        self.timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -197,8 +208,7 @@ impl AsyncRead for HeaderDeadline {
         let busy = this.framing.busy();
         let fed = this.framing.feed(fresh);
         if fed.head_started {
-            let deadline = Instant::now() + this.timeout;
-            this.timer.as_mut().reset(deadline);
+            this.deadline = Instant::now() + this.timeout;
         }
         let Some((at, broken)) = fed.broken else {
             return Poll::Ready(Ok(()));

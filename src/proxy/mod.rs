@@ -284,7 +284,7 @@ impl ProxyHttp for Gateway {
             .set_upstream_headers(upstream, original, request_host(original))?;
         if let Some(route) = self.route(ctx) {
             if let (false, Some(addr)) = (route.pool.preserve_host, ctx.attempts.backend()) {
-                upstream.insert_header("Host", addr.to_string())?;
+                upstream.insert_header("Host", route.pool.host_header(addr))?;
             }
             route.request_headers.apply_request(upstream)?;
             if route.response_json.is_some() {

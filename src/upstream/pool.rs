@@ -35,6 +35,8 @@ pub struct Pool {
     pub retry_budget: super::retry::RetryBudget,
     /// TLS and HTTP version towards the backends, shared by attempts and health checks.
     pub transport: Arc<Transport>,
+    /// Each backend's `Host` header value (its address), made once instead of per request.
+    host_headers: Vec<(SocketAddr, http::HeaderValue)>,
 }
 
 /// How many backends a pool has and how many are in rotation.
@@ -76,7 +78,12 @@ impl Pool {
             .passive_health
             .as_ref()
             .map(|p| super::outlier::Outlier::new(p, &addrs));
+        let host_headers = addrs
+            .iter()
+            .filter_map(|a| Some((*a, http::HeaderValue::from_str(&a.to_string()).ok()?)))
+            .collect();
         Ok(Pool {
+            host_headers,
             name: name.to_string(),
             lb,
             backends: addrs,
@@ -95,6 +102,18 @@ impl Pool {
             warmed_up,
             transport,
         })
+    }
+
+    /// The `Host` an upstream request to `addr` carries when the client's is not preserved.
+    pub fn host_header(&self, addr: SocketAddr) -> http::HeaderValue {
+        self.host_headers
+            .iter()
+            .find(|(a, _)| *a == addr)
+            .map(|(_, h)| h.clone())
+            .unwrap_or_else(|| {
+                http::HeaderValue::from_str(&addr.to_string())
+                    .unwrap_or(http::HeaderValue::from_static("localhost"))
+            })
     }
 
     /// Next healthy backend in round-robin order that `skip` does not exclude.
