@@ -319,5 +319,8 @@ fn check_refuses_a_read_buffer_out_of_range() {
         "server:\n  read_buffer: 100\nupstreams:\n  u: {backends: [\"127.0.0.1:1\"]}\nroutes:\n  - {name: r, upstream: u}\n",
     );
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("server.read_buffer: must be between 1KiB and 1MiB"), "{err}");
+    assert!(
+        err.contains("server.read_buffer: must be between 1KiB and 1MiB"),
+        "{err}"
+    );
 }
