@@ -2,7 +2,7 @@
 //! mounted on the public port.
 
 use crate::observability::metrics;
-use crate::upstream::Pools;
+use crate::runtime::live::Live;
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
@@ -11,7 +11,8 @@ use serde::Serialize;
 use std::sync::Arc;
 
 pub struct Admin {
-    pools: Arc<Pools>,
+    /// The serving generation: `/ready` answers for the upstreams being served now.
+    live: Arc<Live>,
 }
 
 #[derive(Serialize)]
@@ -26,18 +27,22 @@ struct Readiness<'a> {
     ready: bool,
     /// Which process answered: lets operators (and the upgrade tests) see a hand-off happen.
     pid: u32,
+    /// Which config is served: 1 at start, +1 per in-place reload, and the file's SHA-256.
+    config_generation: u64,
+    config_sha256: &'a str,
     upstreams: Vec<UpstreamReadiness<'a>>,
 }
 
 impl Admin {
-    pub fn new(pools: Arc<Pools>) -> Admin {
-        Admin { pools }
+    pub fn new(live: Arc<Live>) -> Admin {
+        Admin { live }
     }
 
     /// Ready = the first health round ran and every upstream has a healthy backend.
     pub fn readiness(&self) -> (bool, Vec<u8>) {
-        let upstreams: Vec<UpstreamReadiness<'_>> = self
-            .pools
+        let generation = self.live.current();
+        let pools = &generation.pools;
+        let upstreams: Vec<UpstreamReadiness<'_>> = pools
             .iter()
             .map(|p| {
                 let h = p.health();
@@ -48,10 +53,12 @@ impl Admin {
                 }
             })
             .collect();
-        let ready = self.pools.warmed_up() && upstreams.iter().all(|u| u.healthy > 0);
+        let ready = pools.warmed_up() && upstreams.iter().all(|u| u.healthy > 0);
         let body = serde_json::to_vec(&Readiness {
             ready,
             pid: std::process::id(),
+            config_generation: generation.number,
+            config_sha256: &generation.hash,
             upstreams,
         })
         .unwrap_or_default();
@@ -59,7 +66,7 @@ impl Admin {
     }
 
     fn refresh_backend_gauges(&self) {
-        for pool in self.pools.iter() {
+        for pool in self.live.current().pools.iter() {
             pool.publish_health_gauges();
         }
     }

@@ -113,8 +113,9 @@ fn serve(
     runtime: Runtime,
     flags: RunFlags,
     extra: Vec<Box<dyn pingora::services::ServiceWithDependents>>,
+    source: Option<&Path>,
 ) -> ExitCode {
-    match server::build(config, runtime, flags, extra) {
+    match server::build(config, runtime, flags, extra, source) {
         Ok(server) => {
             tracing::info!(
                 "tollgate {} serving {} route(s) over {} upstream(s) on {:?}, admin on {}",
@@ -169,7 +170,8 @@ fn main() -> ExitCode {
             for w in config.warnings().iter().chain(runtime.warnings()) {
                 tracing::warn!("config: {w}");
             }
-            serve(&config, runtime, RunFlags { daemon, upgrade }, Vec::new())
+            let flags = RunFlags { daemon, upgrade };
+            serve(&config, runtime, flags, Vec::new(), Some(&conf))
         }
         Command::Token {
             secret_env,
@@ -241,6 +243,7 @@ fn main() -> ExitCode {
                 runtime,
                 RunFlags::default(),
                 tollgate::demo::services(),
+                None,
             )
         }
     }

@@ -6,8 +6,12 @@ use crate::config::Config;
 use crate::drain::DrainExit;
 use crate::listener::probe::ListenerProbe;
 use crate::listener::{ConnectionLimits, GuardedApp};
+use crate::observability::metrics::METRICS;
+use crate::proxy::live::LiveProxy;
+use crate::runtime::live::{Generation, Live};
+use crate::runtime::reload::Reloader;
 use crate::runtime::Runtime;
-use crate::tls::Tls;
+use crate::tls::{LiveCerts, Tls};
 use crate::upstream::HealthService;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
@@ -18,6 +22,8 @@ use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use pingora::services::ServiceWithDependents;
+use std::path::Path;
+use std::sync::Arc;
 
 /// Command-line switches that shape how the process runs (not what it serves).
 #[derive(Debug, Clone, Copy, Default)]
@@ -63,13 +69,13 @@ fn whole_seconds_up(d: std::time::Duration) -> u64 {
 
 /// Pingora's rustls listener settings: TLS 1.2 and 1.3 (Pingora's fixed range), ALPN h2 then
 /// http/1.1, certificates from our SNI resolver, client certificates when configured.
-fn tls_settings(tls: &Tls) -> Result<TlsSettings, String> {
+fn tls_settings(tls: &Tls, resolver: Arc<LiveCerts>) -> Result<TlsSettings, String> {
     // The post-handshake callback counts handshakes and attaches a client certificate's
     // subject to the connection (see `tls::client_cert`).
     let observer = Box::new(crate::tls::client_cert::HandshakeObserver);
     let mut settings =
         TlsSettings::with_callbacks(observer).map_err(|e| format!("TLS listener: {e}"))?;
-    settings.set_cert_resolver(tls.certificates.clone());
+    settings.set_cert_resolver(resolver);
     if let Some(verifier) = &tls.client_verifier {
         settings.set_client_cert_verifier(verifier.clone());
     }
@@ -97,11 +103,13 @@ impl pingora::services::background::BackgroundService for ParentSettle {
 
 /// A ready-to-run server around a built runtime. `extra` services (the demo backends) start
 /// before health checks.
+/// `source`: the config file, re-read on `SIGHUP` (none for the demo's embedded config).
 pub fn build(
     config: &Config,
     runtime: Runtime,
     flags: RunFlags,
     extra: Vec<Box<dyn ServiceWithDependents>>,
+    source: Option<&Path>,
 ) -> Result<Server, String> {
     let Runtime {
         pools,
@@ -109,6 +117,33 @@ pub fn build(
         tls,
     } = runtime;
     let limit_sync = gateway.rate_limit_sync();
+    let draining = gateway.draining.clone();
+    let text = source
+        .and_then(|p| std::fs::read(p).ok())
+        .unwrap_or_default();
+    let live = Live::new(Generation::new(
+        gateway,
+        pools.clone(),
+        config.clone(),
+        1,
+        &text,
+    ));
+    METRICS.config_generation.set(1);
+    let certs = tls
+        .as_ref()
+        .map(|t| Arc::new(LiveCerts::new(t.certificates.clone())));
+    let mut reload_service = None;
+    if let Some(path) = source {
+        let reloader = Reloader {
+            live: live.clone(),
+            path: path.to_path_buf(),
+            certs: certs.clone(),
+            draining,
+        };
+        let mut service = background_service("config reload", reloader);
+        service.threads = Some(1);
+        reload_service = Some(service);
+    }
 
     let opt = Opt {
         upgrade: flags.upgrade,
@@ -146,7 +181,7 @@ pub fn build(
         header_read_timeout: config.server.header_read_timeout.0,
         h2c: config.server.h2c,
     };
-    let mut http = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut http = pingora::proxy::http_proxy(&server.configuration, LiveProxy(live.clone()));
     if config.server.h2c {
         let mut options = HttpServerOptions::default();
         options.h2c = true;
@@ -166,7 +201,10 @@ pub fn build(
         tls.publish_expiries();
         for addr in &config.server.tls_listen {
             let endpoint = ListenerConfig::tcp(addr.as_str()).l4_buffer(buffers);
-            proxy.add_listener(endpoint.tls(tls_settings(tls)?));
+            let resolver = certs
+                .clone()
+                .unwrap_or_else(|| Arc::new(LiveCerts::new(tls.certificates.clone())));
+            proxy.add_listener(endpoint.tls(tls_settings(tls, resolver)?));
         }
     }
     let proxy_handle = server.add_service(proxy);
@@ -182,10 +220,14 @@ pub fn build(
     ));
     probe.add_dependency(&proxy_handle);
 
-    let mut admin = Service::new("tollgate admin".to_string(), Admin::new(pools.clone()));
+    let mut admin = Service::new("tollgate admin".to_string(), Admin::new(live.clone()));
     admin.threads = Some(1);
     admin.add_tcp(&config.server.admin_listen);
     server.add_service(admin).add_dependency(&probe);
+    // SIGHUP reloads only once the first generation is serving.
+    if let Some(reload) = reload_service {
+        server.add_service(reload).add_dependency(&probe);
+    }
 
     Ok(server)
 }

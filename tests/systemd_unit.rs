@@ -1,6 +1,6 @@
 //! `systemd/tollgate.service` (DESIGN.md "Operations", issue 7): it passes `systemd-analyze
 //! verify`, and it has the properties the design requires (forking daemon with a PID file, config
-//! checked before start and reload, reload = check → `run -d -u` → SIGQUIT to the old process,
+//! checked before start and reload, reload = check → SIGHUP (in-place reload),
 //! hardening, a stop timeout above the drain time of the example config).
 
 use std::fs::File;
@@ -105,9 +105,9 @@ fn unit_passes_systemd_analyze_verify() {
     let original = unit_text();
     let uses = original.matches(INSTALLED_BIN).count();
     assert!(
-        uses >= 4,
-        "the unit should run {INSTALLED_BIN} for ExecStartPre, ExecStart and two ExecReload \
-         lines; found {uses} use(s)"
+        uses >= 3,
+        "the unit should run {INSTALLED_BIN} for ExecStartPre, ExecStart and ExecReload's \
+         check; found {uses} use(s)"
     );
     let adapted = original.replace(INSTALLED_BIN, BIN);
     assert!(!adapted.contains(INSTALLED_BIN));
@@ -335,8 +335,7 @@ fn unit_has_the_properties_the_design_requires() {
         "ExecStartPre checks another file than ExecStart runs"
     );
 
-    // Reload, in this order: check; start the new process with --upgrade as a daemon (returns
-    // once it waits for the sockets); only then SIGQUIT the old one.
+    // Reload: check the file, then SIGHUP to the running process (in-place reload).
     let reload: Vec<Vec<String>> = unit
         .all("ExecReload")
         .into_iter()
@@ -344,8 +343,8 @@ fn unit_has_the_properties_the_design_requires() {
         .collect();
     assert_eq!(
         reload.len(),
-        3,
-        "ExecReload must be exactly: check; run -d -u; kill -QUIT $MAINPID. Got {reload:?}"
+        2,
+        "ExecReload must be exactly: check; kill -HUP $MAINPID. Got {reload:?}"
     );
     let (sub, _, c) = tollgate_invocation("first ExecReload (check)", &reload[0]);
     assert_eq!(sub, "check", "first ExecReload must be `check`: {reload:?}");
@@ -353,32 +352,22 @@ fn unit_has_the_properties_the_design_requires() {
         c, conf,
         "ExecReload checks another file than ExecStart runs"
     );
-    let (sub, flags, c) = tollgate_invocation("second ExecReload (run -d -u)", &reload[1]);
-    assert_eq!(
-        sub, "run",
-        "second ExecReload must be `run -d -u`: {reload:?}"
-    );
-    assert!(
-        has_flag(&flags, "-d", "--daemon") && has_flag(&flags, "-u", "--upgrade"),
-        "second ExecReload must be `run -d -u`: {reload:?}"
-    );
-    assert_eq!(c, conf, "ExecReload runs another file than ExecStart");
-    let kill = &reload[2];
+    let kill = &reload[1];
     let kill_bin = kill.first().map(String::as_str).unwrap_or_default();
     assert!(
         kill_bin == "/bin/kill" || kill_bin == "/usr/bin/kill",
-        "third ExecReload must be /bin/kill: {kill:?}"
+        "second ExecReload must be /bin/kill: {kill:?}"
     );
-    let quit = kill[1..].join(" ");
+    let hup = kill[1..].join(" ");
     assert!(
         [
-            "-QUIT $MAINPID",
-            "-s QUIT $MAINPID",
-            "-SIGQUIT $MAINPID",
-            "-s SIGQUIT $MAINPID"
+            "-HUP $MAINPID",
+            "-s HUP $MAINPID",
+            "-SIGHUP $MAINPID",
+            "-s SIGHUP $MAINPID"
         ]
-        .contains(&quit.as_str()),
-        "third ExecReload must send SIGQUIT to $MAINPID (the old process), got {kill:?}"
+        .contains(&hup.as_str()),
+        "second ExecReload must send SIGHUP to $MAINPID, got {kill:?}"
     );
 
     // Hardening.

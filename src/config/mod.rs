@@ -26,7 +26,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -45,7 +45,7 @@ pub struct Config {
 }
 
 /// Listener and process settings; most map straight onto Pingora's `ServerConf`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     #[serde(default = "default_listen")]
@@ -199,7 +199,7 @@ fn default_access_log() -> String {
 }
 
 /// A named pool of interchangeable backends.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub backends: Vec<BackendConfig>,
@@ -231,7 +231,7 @@ pub struct UpstreamConfig {
 }
 
 /// Which answers and failures after the request was sent are worth another attempt.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryOnConfig {
     #[serde(default)]
@@ -263,7 +263,7 @@ fn default_max_backoff() -> HumanDuration {
 
 /// Post-send retries may add at most `ratio` of the upstream's request rate, plus
 /// `min_per_second`, so that retries cannot multiply the load of an upstream in trouble.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryBudgetConfig {
     #[serde(default = "default_budget_ratio")]
@@ -289,7 +289,7 @@ fn default_budget_min() -> u32 {
 }
 
 /// Per-upstream circuit breaker (see `upstream::circuit`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     pub error_ratio: f64,
@@ -312,7 +312,7 @@ fn default_open_for() -> HumanDuration {
 }
 
 /// Outlier ejection on consecutive request failures (see `upstream::outlier`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveHealthConfig {
     #[serde(default = "default_consecutive_failures")]
@@ -344,7 +344,7 @@ fn default_retries() -> usize {
 }
 
 /// `"127.0.0.1:4001"` or `{addr: "127.0.0.1:4002", weight: 2}`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BackendConfig {
     Addr(String),
     Weighted(WeightedBackend),
@@ -367,7 +367,7 @@ impl<'de> Deserialize<'de> for BackendConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeightedBackend {
     pub addr: String,
@@ -402,7 +402,7 @@ pub enum HealthCheckKind {
 }
 
 /// Active health checking; absent means every backend is always considered healthy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     #[serde(rename = "type")]
@@ -436,7 +436,7 @@ fn default_unhealthy_threshold() -> usize {
 }
 
 /// One routing rule: what it matches, where it goes, what it changes on the way.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
@@ -464,7 +464,7 @@ pub struct RouteConfig {
 }
 
 /// Strip fields from JSON responses: `remove` (deny-list) or `keep` (allow-list) paths.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseJsonConfig {
     #[serde(default)]
@@ -480,7 +480,7 @@ fn default_max_body() -> ByteSize {
     ByteSize(8 * 1024 * 1024)
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     #[serde(default)]
@@ -506,7 +506,7 @@ fn default_prefix() -> String {
 }
 
 /// Header edits: `add` appends, `set` replaces, `remove` deletes.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderOps {
     #[serde(default)]

@@ -3,7 +3,7 @@
 use super::HumanDuration;
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// `client_ip | consumer | route | header:<Name> | claim:<name>`
@@ -44,7 +44,7 @@ pub enum SyncMode {
 }
 
 /// The top-level `redis:` section, shared by every limit with `backend: redis`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[:password@]host:port[/db]`; user names work too (`redis://user:pw@...`).

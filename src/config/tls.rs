@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Chosen by SNI: exact name, then `*.wildcard`, then the `default: true` one.
@@ -24,7 +24,7 @@ fn default_min_version() -> String {
 }
 
 /// One certificate chain and its key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
     /// PEM: the leaf first, then intermediates (served whole).

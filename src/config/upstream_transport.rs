@@ -5,7 +5,7 @@
 use serde::Deserialize;
 
 /// TLS towards the backends of one upstream.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// Server name sent and verified; default: the host part of each backend's address (a DNS

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub ratelimit_backend_errors: prometheus::IntCounter,
     pub tls_handshakes: IntCounterVec,
     pub tls_certificate_expiry: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
+    pub config_generation: IntGauge,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -158,6 +160,19 @@ fn build() -> prometheus::Result<Metrics> {
         &["name"],
     )?;
     registry.register(Box::new(tls_certificate_expiry.clone()))?;
+    let config_reloads = IntCounterVec::new(
+        Opts::new(
+            "tollgate_config_reloads_total",
+            "In-place config reloads (SIGHUP), by result (ok, refused)",
+        ),
+        &["result"],
+    )?;
+    registry.register(Box::new(config_reloads.clone()))?;
+    let config_generation = IntGauge::new(
+        "tollgate_config_generation",
+        "Generation of the config being served: 1 at start, +1 per successful reload",
+    )?;
+    registry.register(Box::new(config_generation.clone()))?;
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -191,6 +206,8 @@ fn build() -> prometheus::Result<Metrics> {
         ratelimit_backend_errors,
         tls_handshakes,
         tls_certificate_expiry,
+        config_reloads,
+        config_generation,
     })
 }
 

@@ -3,6 +3,8 @@
 //! `rate_limit`, `upstream::attempt`, `forwarded`, `response_json`, `drain`, `reply`,
 //! `observability`). Per-request state is one small struct per feature inside [`Ctx`].
 
+pub mod live;
+
 use crate::auth::Identity;
 use crate::config::rate_limit::Stage;
 use crate::forwarded::Client;

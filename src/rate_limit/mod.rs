@@ -194,7 +194,9 @@ pub struct LimitVerdict {
 }
 
 pub struct RateLimiter {
-    limits: Vec<Limit>,
+    /// Shared so that a reload can hand an unchanged limit, with its counts, to the next
+    /// generation.
+    limits: Vec<Arc<Limit>>,
     redis: Option<Arc<RedisShared>>,
 }
 
@@ -218,7 +220,7 @@ impl RateLimiter {
                 ));
             }
             match Limit::with_backend(name, cfg, redis.as_ref()) {
-                Ok(l) => limits.push(l),
+                Ok(l) => limits.push(Arc::new(l)),
                 Err(m) => problems.push(crate::config::Problem::new(
                     format!("rate_limits.{name}.key"),
                     m,
@@ -229,6 +231,22 @@ impl RateLimiter {
             Ok(RateLimiter { limits, redis })
         } else {
             Err(problems)
+        }
+    }
+
+    /// In-place reload: every limit whose definition (and the Redis it shares through) did not
+    /// change between `old_config` and `config` continues with `old`'s counts, so a client at
+    /// its limit stays limited across the reload.
+    pub fn keep_state_of(&mut self, old: &RateLimiter, old_config: &Config, config: &Config) {
+        if old_config.redis != config.redis {
+            return;
+        }
+        for limit in &mut self.limits {
+            let unchanged =
+                old_config.rate_limits.get(&limit.name) == config.rate_limits.get(&limit.name);
+            if let (true, Some(i)) = (unchanged, old.index(&limit.name)) {
+                *limit = old.limits[i].clone();
+            }
         }
     }
 

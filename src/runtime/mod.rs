@@ -4,6 +4,8 @@
 //! `RateLimiter`, `Pools`, `TrustedProxies`, the route table): this file only calls them in
 //! order and gathers what they report.
 
+pub mod live;
+pub mod reload;
 pub mod routes;
 
 use routes::RouteRuntime;
@@ -35,7 +37,8 @@ pub struct Gateway {
     pub(crate) max_header_bytes: usize,
     pub(crate) max_headers: usize,
     pub(crate) idle_timeout_secs: u64,
-    pub(crate) access_log: AccessLog,
+    /// Shared so that a reload that keeps the destination keeps the writer.
+    pub(crate) access_log: Arc<AccessLog>,
     pub(crate) draining: Draining,
     /// `redirect_https`: the TLS port cleartext requests are sent to.
     pub(crate) redirect_https: Option<u16>,
@@ -63,6 +66,13 @@ impl Runtime {
     }
 }
 
+/// The parts built on their own before the whole is assembled.
+struct Parts {
+    auth: Auth,
+    limiter: RateLimiter,
+    trusted: TrustedProxies,
+}
+
 /// Each upstream's TLS material, by upstream name.
 type UpstreamTls = HashMap<String, crate::upstream::transport::TlsMaterial>;
 
@@ -76,13 +86,25 @@ impl Runtime {
     pub fn load(path: &Path, draining: Draining) -> Result<(Config, Runtime), Problems> {
         let config = Config::read(path)?;
         let problems = config.problems();
-        let runtime = Self::build_reporting(&config, problems, draining)?;
+        let runtime = Self::build_reporting(&config, problems, draining, None)?;
         Ok((config, runtime))
     }
 
     /// Build the runtime of a config whose own checks passed (`Config::load*`).
     pub fn build(config: &Config, draining: Draining) -> Result<Runtime, Problems> {
-        Self::build_reporting(config, Vec::new(), draining)
+        Self::build_reporting(config, Vec::new(), draining, None)
+    }
+
+    /// Build the next generation for an in-place reload: like [`Runtime::build`], then every
+    /// part whose definition did not change is taken over from `previous` with its state
+    /// (pools with their health, limits with their counts, the access log writer).
+    pub fn rebuild(
+        config: &Config,
+        draining: Draining,
+        previous: &live::Generation,
+    ) -> Result<Runtime, Problems> {
+        let problems = config.problems();
+        Self::build_reporting(config, problems, draining, Some(previous))
     }
 
     /// Parts that stand alone are built even when the file has other problems, so that one
@@ -91,9 +113,13 @@ impl Runtime {
         config: &Config,
         mut problems: Vec<Problem>,
         draining: Draining,
+        previous: Option<&live::Generation>,
     ) -> Result<Runtime, Problems> {
         let auth = collect(Auth::build(config), &mut problems);
-        let limiter = collect(RateLimiter::build(config), &mut problems);
+        let mut limiter = collect(RateLimiter::build(config), &mut problems);
+        if let (Some(limiter), Some(old)) = (limiter.as_mut(), previous) {
+            limiter.keep_state_of(&old.gateway.limiter, &old.config, config);
+        }
         let trusted = collect(
             TrustedProxies::build(&config.server.trusted_proxies),
             &mut problems,
@@ -107,8 +133,12 @@ impl Runtime {
             (Some(auth), Some(limiter), Some(trusted), Some(tls), Some(upstream_tls))
                 if problems.is_empty() =>
             {
-                let mut runtime =
-                    Self::assemble(config, auth, limiter, trusted, &upstream_tls, draining)?;
+                let parts = Parts {
+                    auth,
+                    limiter,
+                    trusted,
+                };
+                let mut runtime = Self::assemble(config, parts, &upstream_tls, draining, previous)?;
                 runtime.tls = tls;
                 Ok(runtime)
             }
@@ -118,16 +148,26 @@ impl Runtime {
 
     fn assemble(
         config: &Config,
-        auth: Auth,
-        limiter: RateLimiter,
-        trusted: TrustedProxies,
+        parts: Parts,
         upstream_tls: &UpstreamTls,
         draining: Draining,
+        previous: Option<&live::Generation>,
     ) -> Result<Runtime, Problems> {
-        let pools = Arc::new(Pools::build(config, upstream_tls).map_err(|e| Problems(vec![e]))?);
+        let Parts {
+            auth,
+            limiter,
+            trusted,
+        } = parts;
+        let old_pools = previous.map(|p| (&p.config, p.pools.as_ref()));
+        let pools = Pools::build(config, upstream_tls, old_pools).map_err(|e| Problems(vec![e]))?;
+        let pools = Arc::new(pools);
+        let s = &config.server;
+        let access_log = match previous {
+            Some(p) if p.config.server.access_log == s.access_log => p.gateway.access_log.clone(),
+            _ => Arc::new(AccessLog::new(Destination::from_config(&s.access_log))),
+        };
         let router = Router::new(&config.routes);
         let routes = routes::build(config, &router, &pools, &auth, &limiter).map_err(Problems)?;
-        let s = &config.server;
         let gateway = Gateway {
             router,
             auth,
@@ -139,7 +179,7 @@ impl Runtime {
             max_header_bytes: usize::try_from(s.max_header_bytes.0).unwrap_or(usize::MAX),
             max_headers: s.max_headers,
             idle_timeout_secs: s.idle_timeout.0.as_secs().max(1),
-            access_log: AccessLog::new(Destination::from_config(&s.access_log)),
+            access_log,
             draining,
             redirect_https: s
                 .redirect_https

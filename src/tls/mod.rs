@@ -68,6 +68,28 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
+/// The resolver Pingora's TLS listeners hold for their lifetime: it answers from whichever
+/// [`CertStore`] was swapped in last, so a reload serves new certificates to new handshakes
+/// while established connections keep theirs.
+#[derive(Debug)]
+pub struct LiveCerts(arc_swap::ArcSwap<CertStore>);
+
+impl LiveCerts {
+    pub fn new(store: Arc<CertStore>) -> LiveCerts {
+        LiveCerts(arc_swap::ArcSwap::new(store))
+    }
+
+    pub fn swap(&self, store: Arc<CertStore>) {
+        self.0.store(store);
+    }
+}
+
+impl ResolvesServerCert for LiveCerts {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.load().resolve(hello)
+    }
+}
+
 /// What building the TLS side produced: the store, the client verifier (mTLS), and warnings.
 pub struct Tls {
     pub certificates: Arc<CertStore>,

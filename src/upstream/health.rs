@@ -195,6 +195,38 @@ impl HealthService {
     }
 }
 
+/// The first probe round of every pool with a health check, concurrently; each pool is marked
+/// warmed up when its round is done. Run before a pool takes traffic: at start, and for the
+/// new pools of an in-place reload.
+pub async fn first_round(pools: &[Arc<Pool>]) {
+    let mut first = tokio::task::JoinSet::new();
+    for pool in pools.iter().filter(|p| p.health_check.is_some()) {
+        let pool = pool.clone();
+        first.spawn(async move {
+            pool.lb.backends().run_health_check(true).await;
+            pool.warmed_up.store(true, Ordering::Release);
+        });
+    }
+    while first.join_next().await.is_some() {}
+}
+
+/// Probe a pool every `interval` until a reload retires it.
+pub async fn probe_loop(pool: Arc<Pool>) {
+    let Some(interval) = pool.health_check.as_ref().map(|h| h.interval.0) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick fires at once; that round already ran
+    loop {
+        tick.tick().await;
+        if pool.retired.load(Ordering::Acquire) {
+            return;
+        }
+        pool.lb.backends().run_health_check(true).await;
+    }
+}
+
 #[async_trait]
 impl BackgroundService for HealthService {
     async fn start_with_ready_notifier(
@@ -208,15 +240,7 @@ impl BackgroundService for HealthService {
             .filter(|p| p.health_check.is_some())
             .cloned()
             .collect();
-        let mut first = tokio::task::JoinSet::new();
-        for pool in &checked {
-            let pool = pool.clone();
-            first.spawn(async move {
-                pool.lb.backends().run_health_check(true).await;
-                pool.warmed_up.store(true, Ordering::Release);
-            });
-        }
-        while first.join_next().await.is_some() {}
+        first_round(&checked).await;
         for pool in &self.pools {
             for (backend, healthy) in pool.publish_health_gauges() {
                 if !healthy {
@@ -232,18 +256,7 @@ impl BackgroundService for HealthService {
 
         let mut loops = tokio::task::JoinSet::new();
         for pool in checked {
-            loops.spawn(async move {
-                let Some(interval) = pool.health_check.as_ref().map(|h| h.interval.0) else {
-                    return;
-                };
-                let mut tick = tokio::time::interval(interval);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                tick.tick().await; // the first tick fires at once; that round already ran
-                loop {
-                    tick.tick().await;
-                    pool.lb.backends().run_health_check(true).await;
-                }
-            });
+            loops.spawn(probe_loop(pool));
         }
         // Stop probing when the server shuts down; dropping the set aborts the loops.
         while shutdown.changed().await.is_ok() {

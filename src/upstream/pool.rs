@@ -37,6 +37,8 @@ pub struct Pool {
     pub transport: Arc<Transport>,
     /// Each backend's `Host` header value (its address), made once instead of per request.
     host_headers: Vec<(SocketAddr, http::HeaderValue)>,
+    /// Set when an in-place reload dropped this upstream: its probe loop stops.
+    pub retired: AtomicBool,
 }
 
 /// How many backends a pool has and how many are in rotation.
@@ -84,6 +86,7 @@ impl Pool {
             .collect();
         Ok(Pool {
             host_headers,
+            retired: AtomicBool::new(false),
             name: name.to_string(),
             lb,
             backends: addrs,
@@ -203,17 +206,29 @@ pub struct Pools {
 
 impl Pools {
     /// `tls`: each upstream's TLS material, read by [`super::transport::load_all`].
+    /// `previous`: on an in-place reload, the serving config and pools; an upstream whose
+    /// definition did not change keeps its pool (health state, ejections, breaker, idle
+    /// connections) instead of starting cold.
     pub fn build(
         config: &Config,
         tls: &HashMap<String, TlsMaterial>,
+        previous: Option<(&Config, &Pools)>,
     ) -> Result<Pools, crate::config::Problem> {
         let mut by_name = HashMap::new();
         let mut ordered = Vec::new();
         for (name, cfg) in &config.upstreams {
-            let pool = Arc::new(
-                Pool::build(name, cfg, tls.get(name).cloned())
-                    .map_err(|e| crate::config::Problem::new(format!("upstreams.{name}"), e))?,
-            );
+            let kept = previous.and_then(|(old_config, old)| {
+                (old_config.upstreams.get(name) == Some(cfg))
+                    .then(|| old.get(name).cloned())
+                    .flatten()
+            });
+            let pool = match kept {
+                Some(pool) => pool,
+                None => Arc::new(
+                    Pool::build(name, cfg, tls.get(name).cloned())
+                        .map_err(|e| crate::config::Problem::new(format!("upstreams.{name}"), e))?,
+                ),
+            };
             by_name.insert(name.clone(), pool.clone());
             ordered.push(pool);
         }

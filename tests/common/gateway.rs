@@ -192,6 +192,25 @@ impl Gateway {
         self.dir.path()
     }
 
+    /// The gateway's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Rewrite the config file with new `server:` extras and body (listen and admin ports
+    /// unchanged), as an operator edits it before a reload.
+    pub fn rewrite_config(&self, server_extra: &[&str], body: &str) {
+        let yaml = gateway_yaml(
+            self.dir.path(),
+            self.port,
+            self.admin_port,
+            "off",
+            server_extra,
+            body,
+        );
+        std::fs::write(&self.config_path, yaml).expect("rewrite config");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }

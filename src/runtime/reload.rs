@@ -1,0 +1,206 @@
+//! In-place reload on `SIGHUP` (DESIGN.md "Live operations"): read the file again, build it with
+//! the same code as `check` and `run` ([`Runtime::rebuild`]), and only if nothing is wrong swap
+//! it in. A refused reload is logged with every problem and counted; the serving generation is
+//! untouched. State that a user would be surprised to lose is carried over by the build itself
+//! (see `Runtime::rebuild`); what a reload cannot change without new sockets (listeners,
+//! threads, the client CA) is named in a warning that points to the binary upgrade.
+
+use super::live::{Generation, Live};
+use super::Runtime;
+use crate::config::{Config, Problem, Problems};
+use crate::drain::Draining;
+use crate::observability::metrics::METRICS;
+use crate::tls::LiveCerts;
+use crate::upstream::health;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// The `SIGHUP` handler of `tollgate run`.
+pub struct Reloader {
+    pub live: Arc<Live>,
+    pub path: PathBuf,
+    /// The certificate resolver the TLS listeners hold, when there are TLS listeners.
+    pub certs: Option<Arc<LiveCerts>>,
+    pub draining: Draining,
+}
+
+/// What a successful reload did.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub generation: u64,
+    pub hash: String,
+    /// Changes this reload could not apply (they need `tollgate run -u`).
+    pub not_applied: Vec<String>,
+}
+
+impl Reloader {
+    /// Build the file's config next to the serving one and swap it in, or refuse it.
+    pub async fn reload(&self) -> Result<Reloaded, Problems> {
+        let current = self.live.current();
+        let text = std::fs::read(&self.path).map_err(|e| {
+            Problems(vec![Problem::new(
+                "",
+                format!("cannot read {}: {e}", self.path.display()),
+            )])
+        })?;
+        let config = Config::read(&self.path)?;
+        let runtime = Runtime::rebuild(&config, self.draining.clone(), &current)?;
+        let not_applied = needs_upgrade(&current.config, &config);
+        if let (Some(certs), Some(tls)) = (&self.certs, &runtime.tls) {
+            certs.swap(tls.certificates.clone());
+            tls.publish_expiries();
+        }
+        // New pools are probed before they take traffic, as at start; their probe loops run
+        // from now on, and pools the new config dropped stop probing.
+        let fresh: Vec<_> = runtime
+            .pools
+            .iter()
+            .filter(|p| !current.pools.iter().any(|old| Arc::ptr_eq(old, p)))
+            .cloned()
+            .collect();
+        health::first_round(&fresh).await;
+        for pool in fresh {
+            tokio::spawn(health::probe_loop(pool));
+        }
+        for old in current.pools.iter() {
+            if !runtime.pools.iter().any(|p| Arc::ptr_eq(old, p)) {
+                old.retired.store(true, Ordering::Release);
+            }
+        }
+        let number = current.number + 1;
+        let next = Generation::new(runtime.gateway, runtime.pools, config, number, &text);
+        let hash = next.hash.clone();
+        self.live.swap(next);
+        METRICS.config_generation.set(number as i64);
+        Ok(Reloaded {
+            generation: number,
+            hash,
+            not_applied,
+        })
+    }
+
+    async fn reload_and_report(&self) {
+        match self.reload().await {
+            Ok(done) => {
+                METRICS.config_reloads.with_label_values(&["ok"]).inc();
+                tracing::info!(
+                    "config reloaded from {}: generation {}, sha256 {}",
+                    self.path.display(),
+                    done.generation,
+                    done.hash
+                );
+                for change in done.not_applied {
+                    tracing::warn!("not applied by reload, needs the binary upgrade (tollgate run -u): {change}");
+                }
+            }
+            Err(problems) => {
+                METRICS.config_reloads.with_label_values(&["refused"]).inc();
+                tracing::error!(
+                    "config reload refused, still serving the previous config; {} problem(s) in {}:",
+                    problems.0.len(),
+                    self.path.display()
+                );
+                for p in &problems.0 {
+                    tracing::error!("{p}");
+                }
+            }
+        }
+    }
+}
+
+/// Settings that live in sockets, threads or the TLS listener itself.
+fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
+    let (o, n) = (&old.server, &new.server);
+    let mut changed = Vec::new();
+    let mut note = |same: bool, what: &str| {
+        if !same {
+            changed.push(what.to_string());
+        }
+    };
+    note(o.listen == n.listen, "server.listen");
+    note(o.tls_listen == n.tls_listen, "server.tls_listen");
+    note(o.admin_listen == n.admin_listen, "server.admin_listen");
+    note(o.threads == n.threads, "server.threads");
+    note(o.h2c == n.h2c, "server.h2c");
+    note(o.read_buffer == n.read_buffer, "server.read_buffer");
+    note(
+        o.max_connections == n.max_connections,
+        "server.max_connections",
+    );
+    note(
+        o.header_read_timeout == n.header_read_timeout,
+        "server.header_read_timeout",
+    );
+    note(
+        o.upstream_keepalive_pool == n.upstream_keepalive_pool,
+        "server.upstream_keepalive_pool",
+    );
+    let client_auth = |c: &Config| {
+        c.server
+            .tls
+            .as_ref()
+            .map(|t| (t.client_ca_file.clone(), t.client_auth))
+    };
+    note(
+        client_auth(old) == client_auth(new),
+        "server.tls.client_ca_file / client_auth",
+    );
+    changed
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot watch SIGHUP, in-place reload is off: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                got = hangup.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    self.reload_and_report().await;
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(server: &str) -> Config {
+        Config::load_str(&format!(
+            "server:\n{server}\nupstreams:\n  u: {{backends: [\"127.0.0.1:1\"]}}\nroutes:\n  - {{name: r, upstream: u}}\n"
+        ))
+        .expect("valid config")
+    }
+
+    #[test]
+    fn listener_changes_are_named_as_needing_the_upgrade() {
+        let old = config("  listen: [\"127.0.0.1:8080\"]\n  threads: 2");
+        let same = config("  listen: [\"127.0.0.1:8080\"]\n  threads: 2\n  idle_timeout: 5s");
+        assert!(needs_upgrade(&old, &same).is_empty());
+        let moved = config("  listen: [\"127.0.0.1:8081\"]\n  threads: 4");
+        assert_eq!(
+            needs_upgrade(&old, &moved),
+            ["server.listen", "server.threads"]
+        );
+    }
+}
