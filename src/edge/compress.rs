@@ -96,9 +96,7 @@ pub fn negotiate(accept_encoding: Option<&str>) -> Option<Coding> {
 fn quality<'a>(params: impl Iterator<Item = &'a str>) -> Option<f32> {
     let mut q = 1.0;
     for p in params {
-        let Some((k, v)) = p.split_once('=') else {
-            return None;
-        };
+        let (k, v) = p.split_once('=')?;
         if k.trim().eq_ignore_ascii_case("q") {
             let v = v.trim();
             let well_formed = v.len() <= 5 && v.bytes().all(|b| b.is_ascii_digit() || b == b'.');

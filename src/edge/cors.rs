@@ -135,7 +135,7 @@ impl Cors {
 
     /// Whether the answer depends on `Origin` (shared caches must then key on it).
     fn varies(&self) -> bool {
-        !(self.any_origin && !self.credentials)
+        !self.any_origin || self.credentials
     }
 
     /// The headers of the gateway's `204` answer to a preflight. A refused origin, method or
