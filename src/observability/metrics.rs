@@ -32,6 +32,7 @@ pub struct Metrics {
     pub ratelimit_backend_errors: prometheus::IntCounter,
     pub tls_handshakes: IntCounterVec,
     pub tls_certificate_expiry: IntGaugeVec,
+    pub ip_denied: IntCounterVec,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -95,6 +96,14 @@ fn build() -> prometheus::Result<Metrics> {
         &["route", "reason"],
     )?;
     registry.register(Box::new(sanitize_failures.clone()))?;
+    let ip_denied = IntCounterVec::new(
+        Opts::new(
+            "tollgate_ip_denied_total",
+            "Requests refused with 403 by a route's ip rules, by route",
+        ),
+        &["route"],
+    )?;
+    registry.register(Box::new(ip_denied.clone()))?;
     let access_log_dropped = prometheus::IntCounter::new(
         "tollgate_access_log_dropped_total",
         "Access log lines dropped because the writer fell behind",
@@ -191,6 +200,7 @@ fn build() -> prometheus::Result<Metrics> {
         ratelimit_backend_errors,
         tls_handshakes,
         tls_certificate_expiry,
+        ip_denied,
     })
 }
 
