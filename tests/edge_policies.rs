@@ -123,12 +123,17 @@ async fn ip_rules_run_before_auth() {
 async fn an_untrusted_peer_cannot_forward_its_way_past_ip_rules() {
     let b = Backend::start("echo").await;
     let body = format!(
-        "upstreams:\n{}\nroutes:\n  - {{name: r, upstream: echo, ip: {{deny: [\"127.0.0.0/8\"]}}}}\n",
+        "upstreams:\n{}\nroutes:\n  - {{name: r, upstream: echo, ip: {{deny: [\"127.0.0.0/8\"]}}, cors: {{allow_origins: [\"*\"]}}}}\n",
         upstream_yaml("echo", &[&b], &["retries: 0"]),
     );
     // No trusted proxies: the loopback peer is the client whatever X-Forwarded-For says.
     let gw = Gateway::start(&body).await;
     gw.get_with("/", &xff("8.8.8.8"))
+        .await
+        .assert_gateway_error(403, "forbidden");
+    // The ip rule comes before the gateway answers a CORS preflight.
+    let pf = preflight("https://app.example.com", "GET", "");
+    gw.request("OPTIONS", "/", &pf)
         .await
         .assert_gateway_error(403, "forbidden");
     assert_eq!(b.hits(), 0);
