@@ -28,6 +28,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod drain;
+pub mod edge;
 pub mod forwarded;
 #[doc(hidden)]
 pub mod fuzz_entry;

@@ -4,6 +4,7 @@
 //! unit-testable and the proxy glue only has to act on the verdict.
 
 pub mod api_key;
+pub mod credential;
 pub mod failure;
 pub mod identity;
 pub mod jwt;
@@ -12,6 +13,7 @@ pub mod policy;
 pub mod token_cache;
 pub mod token_source;
 
+pub use credential::Credential;
 pub use failure::AuthFailure;
 pub use identity::Identity;
 pub use policy::RoutePolicy;
@@ -60,12 +62,16 @@ pub enum Verdict {
 pub struct Admitted {
     pub identity: Option<Arc<Identity>>,
     pub strip_query_param: Option<String>,
+    /// Where the credential that authenticated was carried (for `hide_credentials`).
+    pub credential: Option<Credential>,
 }
 
 pub struct Outcome {
     pub verdict: Verdict,
     /// A query parameter that carried the token and must not be forwarded.
     pub strip_query_param: Option<String>,
+    /// Where the credential that yielded the identity was carried.
+    pub credential: Option<Credential>,
 }
 
 impl Auth {
@@ -206,6 +212,7 @@ impl Auth {
             Verdict::Pass(identity) => Ok(Admitted {
                 identity,
                 strip_query_param: outcome.strip_query_param,
+                credential: outcome.credential,
             }),
             Verdict::Unauthorized(why) => Err((
                 Refusal::with_message(GatewayError::Unauthorized, why.description())
@@ -230,10 +237,12 @@ impl Auth {
         cert: Option<&ClientCert>,
     ) -> Outcome {
         let mut strip_query_param = None;
-        let verdict = self.verdict(policy, req, cert, &mut strip_query_param);
+        let mut credential = None;
+        let verdict = self.verdict(policy, req, cert, &mut strip_query_param, &mut credential);
         Outcome {
             verdict,
             strip_query_param,
+            credential,
         }
     }
 
@@ -243,6 +252,7 @@ impl Auth {
         req: &RequestHeader,
         cert: Option<&ClientCert>,
         strip_query: &mut Option<String>,
+        credential: &mut Option<Credential>,
     ) -> Verdict {
         let needed = policy.requires_credentials(&req.method);
         let mut identity: Option<Arc<Identity>> = None;
@@ -254,7 +264,10 @@ impl Auth {
                     return Verdict::Unauthorized(AuthFailure::Ambiguous);
                 }
                 match provider.verify(first.as_bytes()) {
-                    Ok(id) => identity = Some(id),
+                    Ok(id) => {
+                        identity = Some(id);
+                        *credential = Some(Credential::Header(provider.header.clone()));
+                    }
                     Err(f) => return Verdict::Unauthorized(f),
                 }
             }
@@ -273,7 +286,20 @@ impl Auth {
                             *strip_query = provider.token_query.clone();
                         }
                         match self.verify_jwt(index, &token) {
-                            Ok(id) => identity = Some(id),
+                            Ok(id) => {
+                                identity = Some(id);
+                                *credential = Some(match source {
+                                    token_source::Source::Header => {
+                                        Credential::Header(http::header::AUTHORIZATION)
+                                    }
+                                    token_source::Source::Cookie => Credential::Cookie(
+                                        provider.token_cookie.clone().unwrap_or_default(),
+                                    ),
+                                    token_source::Source::Query => Credential::Query(
+                                        provider.token_query.clone().unwrap_or_default(),
+                                    ),
+                                });
+                            }
                             Err(f) => return Verdict::Unauthorized(f),
                         }
                     }

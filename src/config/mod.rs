@@ -6,6 +6,7 @@
 //! operator fixes a file in one round trip rather than one error per `check`.
 
 pub mod auth;
+pub mod edge;
 pub mod path_policy;
 mod problem;
 pub mod rate_limit;
@@ -461,6 +462,21 @@ pub struct RouteConfig {
     /// Overrides `server.path_policy` field by field for this route.
     #[serde(default)]
     pub path_policy: Option<path_policy::PathPolicyOverride>,
+    /// Client addresses allowed or denied (403), before anything else about the request.
+    #[serde(default)]
+    pub ip: Option<edge::IpRulesConfig>,
+    /// CORS answered at the edge: preflights never reach the upstream.
+    #[serde(default)]
+    pub cors: Option<edge::CorsConfig>,
+    /// Overrides `server.max_request_body` for this route.
+    #[serde(default)]
+    pub max_request_body: Option<ByteSize>,
+    /// The header, cookie or query parameter that authenticated the request is not forwarded.
+    #[serde(default)]
+    pub hide_credentials: bool,
+    /// Compress responses the client accepts compressed (zstd, br, gzip).
+    #[serde(default)]
+    pub compress: Option<edge::CompressConfig>,
 }
 
 /// Strip fields from JSON responses: `remove` (deny-list) or `keep` (allow-list) paths.

@@ -462,6 +462,7 @@ fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Pro
             }
         }
     }
+    super::edge::check(at, route, out);
     check_header_ops(
         &format!("{at}.request_headers"),
         &route.request_headers,

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub tls_certificate_expiry: IntGaugeVec,
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
+    pub ip_denied: IntCounterVec,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -97,6 +98,14 @@ fn build() -> prometheus::Result<Metrics> {
         &["route", "reason"],
     )?;
     registry.register(Box::new(sanitize_failures.clone()))?;
+    let ip_denied = IntCounterVec::new(
+        Opts::new(
+            "tollgate_ip_denied_total",
+            "Requests refused with 403 by a route's ip rules, by route",
+        ),
+        &["route"],
+    )?;
+    registry.register(Box::new(ip_denied.clone()))?;
     let access_log_dropped = prometheus::IntCounter::new(
         "tollgate_access_log_dropped_total",
         "Access log lines dropped because the writer fell behind",
@@ -208,6 +217,7 @@ fn build() -> prometheus::Result<Metrics> {
         tls_certificate_expiry,
         config_reloads,
         config_generation,
+        ip_denied,
     })
 }
 

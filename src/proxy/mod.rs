@@ -5,16 +5,18 @@
 
 pub mod live;
 
-use crate::auth::Identity;
+use crate::auth::{Credential, Identity};
 use crate::config::rate_limit::Stage;
+use crate::edge::{compress::Encoder, cors};
 use crate::forwarded::Client;
 use crate::listener::{content_length, head_size};
+use crate::observability::metrics::METRICS;
 use crate::observability::{self, Finished, UNMATCHED};
 use crate::rate_limit::{self, key::RequestFacts};
 use crate::reply::{self, classify, GatewayError, Refusal};
 use crate::request_id;
 use crate::response_json::{self, BodyFilter};
-use crate::routing::request::{https_redirect, route_request};
+use crate::routing::request::{https_redirect, route_preflight, route_request};
 use crate::routing::request_host;
 use crate::runtime::routes::RouteRuntime;
 use crate::runtime::Gateway;
@@ -45,10 +47,22 @@ pub struct Ctx {
     attempts: Attempts,
     /// Set when this response's JSON body is being stripped.
     body_filter: Option<BodyFilter>,
+    /// The credential that authenticated (removed upstream on `hide_credentials` routes).
+    credential: Option<Credential>,
+    /// Set when this response's body is being compressed (after any JSON stripping).
+    encoder: Option<Encoder>,
     body_bytes: u64,
     error: Option<&'static str>,
     /// Counted in `tollgate_http_requests_in_flight` while held.
     in_flight: Option<observability::InFlight>,
+}
+
+/// What admission decided for a request that was not refused.
+enum Admit {
+    /// Proxy it.
+    Forward,
+    /// A CORS preflight the gateway answers itself with these headers.
+    Preflight(cors::Headers),
 }
 
 impl Gateway {
@@ -81,7 +95,7 @@ impl Gateway {
 
     /// DESIGN.md steps 2-8 up to the upstream: framing, routing, identity, auth and limits;
     /// on success the path the upstream receives is decided.
-    async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<(), Refusal> {
+    async fn admit(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Admit, Refusal> {
         if let (Some(port), false) = (self.redirect_https, ctx.client.tls) {
             return Err(https_redirect(session.req_header(), port));
         }
@@ -97,12 +111,39 @@ impl Gateway {
         ) {
             return Err(Refusal::of(GatewayError::HeadersTooLarge));
         }
-        // 2-3. normalise and route under the path policy.
+        // 2-3. normalise and route under the path policy; a CORS preflight is routed as the
+        // request it announces.
         let req = session.req_header();
-        let (route, normalized) =
-            route_request(&self.router, &self.routes[..], self.path_policy, req)?;
+        let preflight = cors::preflight_of(req).and_then(|(origin, method)| {
+            let (route, _) = route_preflight(
+                &self.router,
+                &self.routes[..],
+                self.path_policy,
+                req,
+                method,
+            )?;
+            let cors = self.routes[route].cors.as_ref()?;
+            let requested = header_str(req, "access-control-request-headers");
+            Some((route, cors.preflight(origin, method, requested)))
+        });
+        let (route, normalized) = match preflight {
+            Some((route, _)) => (route, None),
+            None => route_request(&self.router, &self.routes[..], self.path_policy, req)?,
+        };
         ctx.route = Some(route);
         let rt = &self.routes[route];
+        // Edge: the client's network first, then a preflight is answered before limits and auth.
+        if rt.ip.as_ref().is_some_and(|ip| !ip.permits(ctx.client.ip)) {
+            METRICS
+                .ip_denied
+                .with_label_values(&[rt.name.as_str()])
+                .inc();
+            let msg = "requests from this address are not allowed";
+            return Err(Refusal::with_message(GatewayError::Forbidden, msg));
+        }
+        if let Some((_, headers)) = preflight {
+            return Ok(Admit::Preflight(headers));
+        }
         // 6a. limits that need no identity run before auth: floods are rejected cheaply.
         self.limit(session, ctx, Stage::BeforeAuth).await?;
         // 4. identity headers are ours alone, on every route.
@@ -117,6 +158,7 @@ impl Gateway {
             {
                 Ok(admitted) => {
                     ctx.identity = admitted.identity;
+                    ctx.credential = admitted.credential;
                     strip_query = admitted.strip_query_param;
                 }
                 Err((refusal, identity)) => {
@@ -130,7 +172,7 @@ impl Gateway {
         // Declared body too large: refuse before reading it.
         let req = session.req_header();
         let declared = header_str(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_request_body) {
+        if declared.is_some_and(|n| n > rt.max_request_body) {
             return Err(Refusal::of(GatewayError::PayloadTooLarge));
         }
         // 8 (decided now): the path and query the upstream receives.
@@ -143,7 +185,7 @@ impl Gateway {
             strip_query.as_deref(),
         );
         ctx.upstream_path = target;
-        Ok(())
+        Ok(Admit::Forward)
     }
 
     /// Answer a refused request (plus the `X-RateLimit-*` headers it earned) and remember why,
@@ -157,10 +199,18 @@ impl Gateway {
         ctx.error = Some(r.kind.code());
         self.draining.before_reply(session);
         let limits = ctx.limits.headers();
+        // A browser must be able to read a refusal (401, 429) of an allowed origin.
+        let cors = self
+            .route(ctx)
+            .and_then(|rt| rt.cors.as_ref())
+            .map_or_else(Vec::new, |c| {
+                c.actual(cors::origin_of(session.req_header()))
+            });
         let headers: Vec<(&'static str, &str)> = r
             .headers
             .iter()
             .chain(&limits)
+            .chain(&cors)
             .map(|(k, v)| (*k, v.as_str()))
             .collect();
         reply::send(session, r.kind, &r.message, &ctx.request_id, &headers).await?;
@@ -207,10 +257,15 @@ impl ProxyHttp for Gateway {
         if session.as_ref().get_keepalive().is_some() && !self.draining.active() {
             session.set_keepalive(Some(self.idle_timeout_secs));
         }
-        if let Err(refusal) = self.admit(session, ctx).await {
-            return self.refuse(session, ctx, refusal).await;
+        match self.admit(session, ctx).await {
+            Ok(Admit::Forward) => Ok(false),
+            Ok(Admit::Preflight(headers)) => {
+                self.draining.before_reply(session);
+                reply::no_content(session, &ctx.request_id, &headers).await?;
+                Ok(true)
+            }
+            Err(refusal) => self.refuse(session, ctx, refusal).await,
         }
-        Ok(false)
     }
 
     async fn request_body_filter(
@@ -221,7 +276,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
-        if ctx.body_bytes > self.max_request_body {
+        let limit = self
+            .route(ctx)
+            .map_or(self.max_request_body, |r| r.max_request_body);
+        if ctx.body_bytes > limit {
             return Error::e_explain(
                 ErrorType::HTTPStatus(413),
                 "request body over max_request_body",
@@ -288,6 +346,9 @@ impl ProxyHttp for Gateway {
             if let (false, Some(addr)) = (route.pool.preserve_host, ctx.attempts.backend()) {
                 upstream.insert_header("Host", route.pool.host_header(addr))?;
             }
+            if let (true, Some(credential)) = (route.hide_credentials, &ctx.credential) {
+                credential.remove_from(upstream)?;
+            }
             route.request_headers.apply_request(upstream)?;
             if route.response_json.is_some() {
                 response_json::gate::prepare_request(upstream);
@@ -312,12 +373,17 @@ impl ProxyHttp for Gateway {
         let status = resp.status.as_u16();
         ctx.attempts
             .response_head(&route.pool, status, retry::replayable(session))?;
-        let Some(policy) = &route.response_json else {
-            return Ok(());
-        };
         let head = session.req_header().method == http::Method::HEAD;
-        let (route, id) = (route.name.as_str(), ctx.request_id.as_str());
-        ctx.body_filter = response_json::gate::on_response_head(policy, head, resp, route, id)?;
+        if let Some(policy) = &route.response_json {
+            let (name, id) = (route.name.as_str(), ctx.request_id.as_str());
+            ctx.body_filter = response_json::gate::on_response_head(policy, head, resp, name, id)?;
+        }
+        // Strip, then compress: decided on the head as stripping left it, here so that
+        // Pingora frames the now length-less body as chunked.
+        if let Some(compress) = &route.compress {
+            let accept = header_str(session.req_header(), "accept-encoding");
+            ctx.encoder = compress.on_response_head(head, accept, resp)?;
+        }
         Ok(())
     }
 
@@ -334,7 +400,11 @@ impl ProxyHttp for Gateway {
         if filtered.is_err() {
             ctx.error = Some("sanitize_failed");
         }
-        filtered.map(|()| None)
+        filtered?;
+        if let Some(encoder) = ctx.encoder.as_mut() {
+            encoder.on_body(body, end_of_stream)?;
+        }
+        Ok(None)
     }
 
     async fn response_filter(
@@ -351,6 +421,9 @@ impl ProxyHttp for Gateway {
         }
         if let Some(route) = self.route(ctx) {
             route.response_headers.apply_response(resp)?;
+            if let Some(cors) = &route.cors {
+                cors::on_actual_response(cors, session.req_header(), resp)?;
+            }
         }
         Ok(())
     }

@@ -243,6 +243,20 @@ pub async fn send(
     Ok(())
 }
 
+/// `204 No Content` with the given headers: the gateway's answer to a CORS preflight.
+pub async fn no_content(
+    session: &mut Session,
+    request_id: &str,
+    extra: &[(&'static str, String)],
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(204, Some(2 + extra.len()))?;
+    resp.insert_header("X-Request-Id", request_id)?;
+    for (name, value) in extra {
+        resp.append_header(*name, value.as_str())?;
+    }
+    session.write_response_header(Box::new(resp), true).await
+}
+
 /// A complete `Connection: close` answer in raw HTTP/1.1 bytes, for connections refused by the
 /// listener before Pingora saw a request (so there is no request id to echo). `extra_headers`
 /// are whole lines, each ending in CRLF.

@@ -24,11 +24,46 @@ pub fn route_request(
     server: PathPolicyConfig,
     req: &RequestHeader,
 ) -> Result<(usize, Option<String>), Refusal> {
+    route_as(
+        router,
+        routes,
+        server,
+        req,
+        Some(req.method.as_str().as_bytes()),
+    )
+}
+
+/// The route a CORS preflight speaks for: the one its `Access-Control-Request-Method` would
+/// reach, else the one its path leads to whatever the method (so a preflight for a method the
+/// route refuses is still answered, without `Access-Control-Allow-*`). `None` when neither
+/// exists or the path is refused: the preflight is then routed as the `OPTIONS` it is.
+pub fn route_preflight(
+    router: &Router,
+    routes: &(impl RouteFacts + ?Sized),
+    server: PathPolicyConfig,
+    req: &RequestHeader,
+    method: &str,
+) -> Option<(usize, Option<String>)> {
+    route_as(router, routes, server, req, Some(method.as_bytes()))
+        .or_else(|_| route_as(router, routes, server, req, None))
+        .ok()
+}
+
+/// [`route_request`] for `method`, or for any method when `None`.
+fn route_as(
+    router: &Router,
+    routes: &(impl RouteFacts + ?Sized),
+    server: PathPolicyConfig,
+    req: &RequestHeader,
+    method: Option<&[u8]>,
+) -> Result<(usize, Option<String>), Refusal> {
     let host = host_only(request_host(req));
-    let method = req.method.as_str().as_bytes();
     let (path, found) = path_policy::resolve(
         req.uri.path(),
-        |path| router.lookup(host, path, method),
+        |path| match method {
+            Some(m) => router.lookup(host, path, m),
+            None => router.lookup_any_method(host, path),
+        },
         |route| server.with(route.and_then(|i| routes.path_policy(i)).as_ref()),
     )
     .map_err(|why| Refusal::with_message(GatewayError::BadRequest, why.to_string()))?;

@@ -119,6 +119,16 @@ impl Router {
 
     /// Find the route for a normalised path. `host` is the bare host (see [`host_only`]).
     pub fn lookup(&self, host: &str, path: &str, method: &[u8]) -> Match {
+        self.find(host, path, |methods| methods.contains(method))
+    }
+
+    /// The route a path leads to whatever the method (a CORS preflight asks on behalf of a
+    /// method it does not use itself).
+    pub fn lookup_any_method(&self, host: &str, path: &str) -> Match {
+        self.find(host, path, |_| true)
+    }
+
+    fn find(&self, host: &str, path: &str, accepts: impl Fn(MethodSet) -> bool) -> Match {
         let mut allowed = MethodSet::EMPTY;
         let mut end = path.len();
         loop {
@@ -129,7 +139,7 @@ impl Router {
                     if !r.host.matches(host) {
                         continue;
                     }
-                    if r.methods.contains(method) {
+                    if accepts(r.methods) {
                         return Match::Found(i);
                     }
                     allowed = allowed.union(r.methods);

@@ -4,6 +4,7 @@
 use crate::auth::{Auth, RoutePolicy};
 use crate::config::path_policy::PathPolicyOverride;
 use crate::config::{Config, Problem};
+use crate::edge::{compress::Compress, cors::Cors, ip_rules::IpRules};
 use crate::header_ops::CompiledHeaderOps;
 use crate::rate_limit::RateLimiter;
 use crate::response_json::Policy;
@@ -26,6 +27,15 @@ pub struct RouteRuntime {
     pub response_json: Option<Policy>,
     /// Laid over `server.path_policy` for requests this route matches.
     pub path_policy: Option<PathPolicyOverride>,
+    /// `ip`: checked on the client address right after routing.
+    pub ip: Option<IpRules>,
+    /// `cors`: preflights answered by the gateway, headers on actual responses.
+    pub cors: Option<Cors>,
+    /// The route's `max_request_body`, else the server's.
+    pub max_request_body: u64,
+    /// Remove the credential that authenticated before forwarding.
+    pub hide_credentials: bool,
+    pub compress: Option<Compress>,
 }
 
 impl RouteFacts for [RouteRuntime] {
@@ -82,6 +92,14 @@ pub fn build(
                 )),
             }
         }
+        let ip =
+            r.ip.as_ref()
+                .map(|cfg| IpRules::build(cfg, &format!("{at}.ip")))
+                .transpose()
+                .unwrap_or_else(|errs| {
+                    problems.extend(errs);
+                    None
+                });
         let Some(pool) = pool else { continue };
         routes.push(RouteRuntime {
             name: r.name.clone(),
@@ -94,6 +112,13 @@ pub fn build(
             path_policy: r.path_policy,
             response_json,
             limits,
+            ip,
+            cors: r.cors.as_ref().map(Cors::new),
+            max_request_body: r
+                .max_request_body
+                .map_or(config.server.max_request_body.0, |b| b.0),
+            hide_credentials: r.hide_credentials,
+            compress: r.compress.as_ref().map(Compress::new),
         });
     }
     if problems.is_empty() {
