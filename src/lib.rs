@@ -45,4 +45,5 @@ pub mod runtime;
 pub mod server;
 pub mod tls;
 pub mod trace_context;
+pub mod upgrade;
 pub mod upstream;

@@ -171,6 +171,8 @@ fn main() -> ExitCode {
                 tracing::warn!("config: {w}");
             }
             let flags = RunFlags { daemon, upgrade };
+            // Absolute: a daemon runs from `/`, and SIGHUP/SIGUSR2 re-read this path.
+            let conf = std::path::absolute(&conf).unwrap_or(conf);
             serve(&config, runtime, flags, Vec::new(), Some(&conf))
         }
         Command::Token {

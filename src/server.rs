@@ -12,6 +12,7 @@ use crate::runtime::live::{Generation, Live};
 use crate::runtime::reload::Reloader;
 use crate::runtime::Runtime;
 use crate::tls::{LiveCerts, Tls};
+use crate::upgrade::SelfUpgrade;
 use crate::upstream::HealthService;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
@@ -224,9 +225,18 @@ pub fn build(
     admin.threads = Some(1);
     admin.add_tcp(&config.server.admin_listen);
     server.add_service(admin).add_dependency(&probe);
-    // SIGHUP reloads only once the first generation is serving.
+    // SIGHUP reloads and SIGUSR2 upgrades only once the first generation is serving.
     if let Some(reload) = reload_service {
         server.add_service(reload).add_dependency(&probe);
+    }
+    if let (Some(config), Ok(exe)) = (source, std::env::current_exe()) {
+        let upgrade = SelfUpgrade {
+            exe,
+            config: config.to_path_buf(),
+        };
+        let mut service = background_service("self upgrade", upgrade);
+        service.threads = Some(1);
+        server.add_service(service).add_dependency(&probe);
     }
 
     Ok(server)

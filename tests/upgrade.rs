@@ -749,6 +749,47 @@ async fn three_upgrades_under_load_lose_no_request() {
     );
 }
 
+/// Issue 18: the binary upgrade as one signal. SIGUSR2 to the running daemon makes it check the
+/// file, start its successor with `run -d -u` itself, and quit into the hand-off once the
+/// successor is up; traffic never fails and the old process is gone after draining. A file that
+/// fails `check` leaves the old process serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigusr2_upgrades_in_place_and_a_bad_file_leaves_the_old_process() {
+    let backend = Backend::start("b").await;
+    let fleet = Fleet::new(&backend, GRACE, SHUTDOWN_TIMEOUT);
+    let old = fleet.start_daemon().await;
+    let traffic = Traffic::start(fleet.port, MIXED_CLIENTS);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A broken file first: nothing happens to the running process.
+    let good = std::fs::read_to_string(&fleet.cfg_arg).expect("config");
+    fleet.write_config("upstreams: [");
+    signal(old, "USR2");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(alive(old), "a failed self-upgrade stopped the old process");
+    assert_eq!(fleet.ready_pid().await.expect("/ready").1, old);
+
+    fleet.write_config(&good);
+    signal(old, "USR2");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new = loop {
+        if let Ok((200, pid)) = fleet.ready_pid().await {
+            if pid != old {
+                break pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "no successor answered /ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    fleet.remember(new);
+    let gone = wait_gone(old, Instant::now() + exit_bound_after_quit()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (per_client, failures) = traffic.finish().await;
+    assert_no_failures("SIGUSR2 upgrade", &per_client, &failures, &[]);
+    assert!(gone, "old process {old} still alive after the hand-off");
+    assert_eq!(fleet.live(), BTreeSet::from([new]));
+}
+
 /// Issue 7 (2): a slow request that reached the backend through the old process just before its
 /// SIGQUIT completes: 200 with the whole body; then the old process exits, drained (issue 22),
 /// far before its 60 s grace period.
