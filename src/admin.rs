@@ -1,4 +1,4 @@
-//! The admin listener: `/health`, `/ready`, `/metrics`. It binds its own address and is never
+//! The admin listener: `/health`, `/ready`, `/upstreams`, `/metrics`. It binds its own address and is never
 //! mounted on the public port.
 
 use crate::observability::metrics;
@@ -92,6 +92,14 @@ impl ServeHttp for Admin {
                 let (ready, body) = self.readiness();
                 reply(if ready { 200 } else { 503 }, "application/json", body)
             }
+            "/upstreams" => {
+                let generation = self.live.current();
+                let body = serde_json::json!({
+                    "config_generation": generation.number,
+                    "upstreams": generation.pools.iter().map(|p| p.status()).collect::<Vec<_>>(),
+                });
+                reply(200, "application/json", serde_json::to_vec(&body).unwrap_or_default())
+            }
             "/metrics" => {
                 self.refresh_backend_gauges();
                 reply(200, "text/plain; version=0.0.4", metrics::render())
@@ -99,7 +107,7 @@ impl ServeHttp for Admin {
             _ => reply(
                 404,
                 "application/json",
-                br#"{"error":"not_found","message":"admin endpoints: /health /ready /metrics"}"#
+                br#"{"error":"not_found","message":"admin endpoints: /health /ready /upstreams /metrics"}"#
                     .to_vec(),
             ),
         }

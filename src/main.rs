@@ -98,14 +98,25 @@ fn draining() -> Result<Draining, ExitCode> {
     })
 }
 
-fn init_tracing(level: &str) {
+/// `server.log_level` (or `RUST_LOG`). A bare level applies to tollgate's own lines; Pingora's
+/// crates stay at `warn` (their INFO start-up and per-service lines are noise to an operator)
+/// unless the value names them, e.g. `info,pingora_core=info`.
+fn init_tracing(level: &str, format: tollgate::config::LogFormat) {
+    let directives = if level.contains('=') {
+        level.to_string()
+    } else {
+        format!("{level},pingora=warn,pingora_core=warn,pingora_proxy=warn,pingora_load_balancing=error")
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(directives))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        tollgate::config::LogFormat::Text => builder.init(),
+        tollgate::config::LogFormat::Json => builder.json().init(),
+    }
 }
 
 fn serve(
@@ -166,7 +177,7 @@ fn main() -> ExitCode {
                 Ok(built) => built,
                 Err(code) => return code,
             };
-            init_tracing(&config.server.log_level);
+            init_tracing(&config.server.log_level, config.server.log_format);
             for w in config.warnings().iter().chain(runtime.warnings()) {
                 tracing::warn!("config: {w}");
             }
@@ -235,7 +246,7 @@ fn main() -> ExitCode {
                 }
                 Err(code) => return code,
             };
-            init_tracing(&config.server.log_level);
+            init_tracing(&config.server.log_level, config.server.log_format);
             println!(
                 "{}",
                 tollgate::demo::banner(&config.server.listen[0], &config.server.admin_listen)

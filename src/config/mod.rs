@@ -113,6 +113,18 @@ pub struct ServerConfig {
     /// Operational log level (`error`..`trace`, or a tracing filter); `RUST_LOG` overrides.
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Process log lines as text (default) or one JSON object per line, for a log pipeline.
+    #[serde(default)]
+    pub log_format: LogFormat,
+}
+
+/// `server.log_format`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +153,7 @@ impl Default for ServerConfig {
             access_log: default_access_log(),
             path_policy: Default::default(),
             log_level: default_log_level(),
+            log_format: LogFormat::Text,
         }
     }
 }

@@ -44,6 +44,17 @@ impl Outlier {
         self.start.elapsed().as_millis() as u64
     }
 
+    /// How much longer `addr` stays out of rotation, if it is ejected (admin `/upstreams`).
+    pub fn ejected_for(&self, addr: &SocketAddr) -> Option<Duration> {
+        let now = self.now_ms();
+        let until = self
+            .backends
+            .get(addr)?
+            .ejected_until
+            .load(Ordering::Relaxed);
+        (now < until).then(|| Duration::from_millis(until - now))
+    }
+
     pub fn is_ejected(&self, addr: &SocketAddr, now_ms: u64) -> bool {
         self.backends
             .get(addr)

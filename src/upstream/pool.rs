@@ -179,6 +179,42 @@ impl Pool {
         health
     }
 
+    /// What admin `/upstreams` shows of this pool: circuit state and, per backend, active
+    /// health and passive ejection.
+    pub fn status(&self) -> serde_json::Value {
+        use super::circuit::Phase;
+        let circuit = self.breaker.as_ref().map(|b| match b.phase() {
+            Phase::Closed => serde_json::json!({"state": "closed"}),
+            Phase::Open { until } => serde_json::json!({
+                "state": "open",
+                "open_for_ms": until.saturating_duration_since(std::time::Instant::now()).as_millis() as u64,
+            }),
+            Phase::HalfOpen { .. } => serde_json::json!({"state": "half_open"}),
+        });
+        let set = self.lb.backends().get_backend();
+        let backends: Vec<serde_json::Value> = set
+            .iter()
+            .map(|b| {
+                let ejected = b
+                    .addr
+                    .as_inet()
+                    .and_then(|a| self.outlier.as_ref()?.ejected_for(a));
+                serde_json::json!({
+                    "address": b.addr.to_string(),
+                    "weight": b.weight,
+                    "healthy": self.lb.backends().ready(b),
+                    "ejected_for_ms": ejected.map(|d| d.as_millis() as u64),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "name": self.name,
+            "health_check": self.health_check.is_some(),
+            "circuit": circuit,
+            "backends": backends,
+        })
+    }
+
     /// Per-backend readiness, for metrics and `/ready`.
     pub fn backend_health(&self) -> Vec<(String, bool)> {
         let set = self.lb.backends().get_backend();

@@ -1,0 +1,92 @@
+//! The admin port beyond `/health`, `/ready` and `/metrics`: `/upstreams` (per backend health and
+//! passive ejection, circuit state) through the real binary; and the process log: concise by
+//! default (Pingora's INFO lines off), JSON lines with `server.log_format: json`.
+
+mod common;
+
+use common::{pool_config, Backend, Gateway};
+use serde_json::Value;
+
+fn upstream<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["upstreams"]
+        .as_array()
+        .and_then(|a| a.iter().find(|u| u["name"] == name))
+        .unwrap_or_else(|| panic!("no upstream {name} in {doc}"))
+}
+
+fn backend<'a>(up: &'a Value, addr: &str) -> &'a Value {
+    up["backends"]
+        .as_array()
+        .and_then(|a| a.iter().find(|b| b["address"] == addr))
+        .unwrap_or_else(|| panic!("no backend {addr} in {up}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_shows_health_ejection_and_circuit_state() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let gw = Gateway::start(&pool_config(
+        &[&a, &b],
+        &[
+            "health_check: {type: tcp, interval: 1h, timeout: 1s}",
+            "retries: 0",
+            "passive_health: {consecutive_failures: 2, base_ejection: 30s, max_ejection: 1m}",
+            "circuit_breaker: {error_ratio: 0.9, min_requests: 100, window: 30s, open_for: 2s}",
+        ],
+    ))
+    .await;
+    let doc: Value = gw.admin_get("/upstreams").await.json();
+    assert_eq!(doc["config_generation"], 1);
+    let up = upstream(&doc, "pool");
+    assert_eq!(up["circuit"]["state"], "closed", "{up}");
+    for be in [&a, &b] {
+        let entry = backend(up, &be.addr());
+        assert_eq!(entry["healthy"], true, "{entry}");
+        assert!(entry["ejected_for_ms"].is_null(), "{entry}");
+    }
+    // b dies: two consecutive failures eject it for 30 s (the active check runs hourly).
+    b.kill().await;
+    for _ in 0..10 {
+        let _ = gw.get("/").await;
+    }
+    let doc: Value = gw.admin_get("/upstreams").await.json();
+    let up = upstream(&doc, "pool");
+    let ejected = backend(up, &b.addr())["ejected_for_ms"].as_u64();
+    assert!(
+        ejected.is_some_and(|ms| ms > 20_000 && ms <= 30_000),
+        "b ejected for about 30 s: {up}"
+    );
+    assert!(backend(up, &a.addr())["ejected_for_ms"].is_null(), "{up}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_log_is_concise_by_default_and_json_when_asked() {
+    let a = Backend::start("a").await;
+    let body = pool_config(&[&a], &[]);
+    let text = Gateway::start(&body).await;
+    let _ = text.get("/").await;
+    let logs = std::fs::read_to_string(text.dir().join("stderr.log")).expect("stderr");
+    assert!(
+        logs.contains("tollgate 0."),
+        "tollgate's own start line: {logs}"
+    );
+    assert!(
+        !logs.contains("pingora_core") && !logs.contains("pingora_proxy"),
+        "Pingora's INFO lines are off by default: {logs}"
+    );
+    drop(text);
+
+    let json = Gateway::start_with(&["log_format: json"], &body).await;
+    let _ = json.get("/").await;
+    let logs = std::fs::read_to_string(json.dir().join("stderr.log")).expect("stderr");
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no process log at all");
+    for line in lines {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{line}"
+        );
+    }
+}
