@@ -1,4 +1,4 @@
-//! The admin listener: `/health`, `/ready`, `/upstreams`, `/metrics`. It binds its own address and is never
+//! The admin listener: `/health`, `/ready`, `/config`, `/upstreams`, `/metrics`. It binds its own address and is never
 //! mounted on the public port.
 
 use crate::observability::metrics;
@@ -72,6 +72,44 @@ impl Admin {
     }
 }
 
+/// The effective config (defaults filled in) as JSON, without what must not leave the box:
+/// a Redis URL's password and the API keys' digests (a digest of a short key can be reversed by
+/// brute force). Key files are shown by path only; secrets in environment variables by name.
+pub fn redacted(config: &crate::config::Config) -> serde_json::Value {
+    let mut v = serde_json::to_value(config).unwrap_or_default();
+    if let Some(url) = v.pointer_mut("/redis/url") {
+        if let Some(text) = url.as_str() {
+            *url = serde_json::Value::String(redact_url_password(text));
+        }
+    }
+    if let Some(sets) = v
+        .pointer_mut("/auth/api_keys")
+        .and_then(|s| s.as_object_mut())
+    {
+        for set in sets.values_mut() {
+            let keys = set.get_mut("keys").and_then(|k| k.as_array_mut());
+            for key in keys.into_iter().flatten() {
+                if let Some(digest) = key.get_mut("sha256") {
+                    *digest = serde_json::Value::String("<redacted>".into());
+                }
+            }
+        }
+    }
+    v
+}
+
+/// `redis://user:secret@host` → `redis://user:<redacted>@host`.
+fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    format!("{scheme}://{user}:<redacted>@{host}")
+}
+
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     Response::builder()
         .status(status)
@@ -80,6 +118,44 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
         .header("Cache-Control", "no-store")
         .body(body)
         .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_leave_in_config() {
+        assert_eq!(
+            redact_url_password("redis://:hunter2@10.0.0.5:6379/0"),
+            "redis://:<redacted>@10.0.0.5:6379/0"
+        );
+        assert_eq!(
+            redact_url_password("rediss://app:hunter2@r.example:6380"),
+            "rediss://app:<redacted>@r.example:6380"
+        );
+        assert_eq!(
+            redact_url_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        let config = crate::config::Config::load_str(
+            "upstreams:\n  u: {backends: [\"127.0.0.1:1\"]}\n\
+             redis: {url: \"redis://:hunter2@127.0.0.1:6379\"}\n\
+             auth:\n  api_keys:\n    p:\n      keys: [{id: acme, sha256: \"2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\"}]\n\
+             routes:\n  - {name: r, upstream: u, auth: {api_key: p}}\n",
+        )
+        .expect("valid config");
+        let text = redacted(&config).to_string();
+        assert!(
+            !text.contains("hunter2") && !text.contains("2c26b46b"),
+            "{text}"
+        );
+        assert!(text.contains("\"id\":\"acme\""), "{text}");
+        assert!(
+            text.contains("\"max_request_body\""),
+            "defaults are shown: {text}"
+        );
+    }
 }
 
 #[async_trait]
@@ -91,6 +167,15 @@ impl ServeHttp for Admin {
             "/ready" => {
                 let (ready, body) = self.readiness();
                 reply(if ready { 200 } else { 503 }, "application/json", body)
+            }
+            "/config" => {
+                let generation = self.live.current();
+                let body = serde_json::json!({
+                    "config_generation": generation.number,
+                    "config_sha256": generation.hash,
+                    "config": redacted(&generation.config),
+                });
+                reply(200, "application/json", serde_json::to_vec(&body).unwrap_or_default())
             }
             "/upstreams" => {
                 let generation = self.live.current();
@@ -107,7 +192,7 @@ impl ServeHttp for Admin {
             _ => reply(
                 404,
                 "application/json",
-                br#"{"error":"not_found","message":"admin endpoints: /health /ready /upstreams /metrics"}"#
+                br#"{"error":"not_found","message":"admin endpoints: /health /ready /config /upstreams /metrics"}"#
                     .to_vec(),
             ),
         }

@@ -90,3 +90,31 @@ async fn process_log_is_concise_by_default_and_json_when_asked() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_shows_the_effective_config_without_secrets() {
+    let a = Backend::start("a").await;
+    let body = format!(
+        "{}\nauth:\n  api_keys:\n    partners:\n      keys: [{{id: acme, sha256: \"{}\"}}]\n",
+        pool_config(&[&a], &[]),
+        common::tokens::sha256_hex("acme-secret-key")
+    );
+    let gw = Gateway::start(&body).await;
+    let doc: Value = gw.admin_get("/config").await.json();
+    assert_eq!(doc["config_generation"], 1);
+    assert_eq!(doc["config_sha256"].as_str().map(str::len), Some(16));
+    let config = &doc["config"];
+    assert_eq!(
+        config["server"]["read_buffer"], 16384,
+        "defaults filled in: {config}"
+    );
+    assert_eq!(
+        config["auth"]["api_keys"]["partners"]["keys"][0]["id"],
+        "acme"
+    );
+    let text = doc.to_string();
+    assert!(
+        !text.contains(&common::tokens::sha256_hex("acme-secret-key")),
+        "key digests are redacted: {text}"
+    );
+}

@@ -1,10 +1,10 @@
 //! The `auth` section (providers) and the per-route `auth` policy.
 
 use super::HumanDuration;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(default)]
@@ -21,7 +21,7 @@ fn default_cache_entries() -> usize {
 }
 
 /// One JWT issuer: which algorithms, which key, which claims to check and forward.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtProviderConfig {
     pub algorithms: Vec<String>,
@@ -74,7 +74,7 @@ fn default_forward_claims() -> BTreeMap<String, String> {
     ])
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum StringOrList {
     One(String),
@@ -91,7 +91,7 @@ impl StringOrList {
 }
 
 /// A set of API keys read from one header.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyProviderConfig {
     #[serde(default = "default_api_key_header")]
@@ -110,7 +110,7 @@ fn default_consumer_header() -> String {
 }
 
 /// Keys are stored only as the hex SHA-256 of the key, never the key itself.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     pub id: String,
@@ -119,7 +119,7 @@ pub struct ApiKeyConfig {
     pub roles: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Required {
     #[default]
@@ -130,7 +130,7 @@ pub enum Required {
 }
 
 /// A route's auth policy. Credentials of either configured kind pass.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteAuthConfig {
     #[serde(default)]

@@ -4,11 +4,11 @@
 
 use super::{HumanDuration, Problem};
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
 /// `ip: {allow, deny}` on the resolved client address; deny wins.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IpRulesConfig {
     /// Empty: every address not denied is allowed.
@@ -19,7 +19,7 @@ pub struct IpRulesConfig {
 }
 
 /// `cors`: the Fetch standard's CORS protocol answered by the gateway.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorsConfig {
     /// `https://app.example.com`, `https://*.example.com` or `*`.
@@ -45,7 +45,7 @@ fn default_cors_methods() -> Vec<String> {
 }
 
 /// `compress`: which responses are compressed (zstd, br or gzip by the client's preference).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CompressConfig {
     /// Media types (`application/json`) or whole families (`text/*`).

@@ -21,13 +21,13 @@ pub use units::{ByteSize, HumanDuration};
 pub use validate::resolve_backend;
 pub use warnings::{SHIPPED_UNIT_TIMEOUT_STOP, UPGRADE_HAND_OFF};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 /// The whole file.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -46,7 +46,7 @@ pub struct Config {
 }
 
 /// Listener and process settings; most map straight onto Pingora's `ServerConf`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     #[serde(default = "default_listen")]
@@ -119,7 +119,7 @@ pub struct ServerConfig {
 }
 
 /// `server.log_format`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -213,7 +213,7 @@ fn default_access_log() -> String {
 }
 
 /// A named pool of interchangeable backends.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub backends: Vec<BackendConfig>,
@@ -245,7 +245,7 @@ pub struct UpstreamConfig {
 }
 
 /// Which answers and failures after the request was sent are worth another attempt.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryOnConfig {
     #[serde(default)]
@@ -259,7 +259,7 @@ pub struct RetryOnConfig {
     pub max_backoff: HumanDuration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RetryError {
     /// The upstream closed or reset the connection before a complete response head.
@@ -277,7 +277,7 @@ fn default_max_backoff() -> HumanDuration {
 
 /// Post-send retries may add at most `ratio` of the upstream's request rate, plus
 /// `min_per_second`, so that retries cannot multiply the load of an upstream in trouble.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetryBudgetConfig {
     #[serde(default = "default_budget_ratio")]
@@ -303,7 +303,7 @@ fn default_budget_min() -> u32 {
 }
 
 /// Per-upstream circuit breaker (see `upstream::circuit`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CircuitBreakerConfig {
     pub error_ratio: f64,
@@ -326,7 +326,7 @@ fn default_open_for() -> HumanDuration {
 }
 
 /// Outlier ejection on consecutive request failures (see `upstream::outlier`).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PassiveHealthConfig {
     #[serde(default = "default_consecutive_failures")]
@@ -358,7 +358,8 @@ fn default_retries() -> usize {
 }
 
 /// `"127.0.0.1:4001"` or `{addr: "127.0.0.1:4002", weight: 2}`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
 pub enum BackendConfig {
     Addr(String),
     Weighted(WeightedBackend),
@@ -381,7 +382,7 @@ impl<'de> Deserialize<'de> for BackendConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WeightedBackend {
     pub addr: String,
@@ -408,7 +409,7 @@ impl BackendConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthCheckKind {
     Http,
@@ -416,7 +417,7 @@ pub enum HealthCheckKind {
 }
 
 /// Active health checking; absent means every backend is always considered healthy.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     #[serde(rename = "type")]
@@ -450,7 +451,7 @@ fn default_unhealthy_threshold() -> usize {
 }
 
 /// One routing rule: what it matches, where it goes, what it changes on the way.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
@@ -493,7 +494,7 @@ pub struct RouteConfig {
 }
 
 /// Strip fields from JSON responses: `remove` (deny-list) or `keep` (allow-list) paths.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResponseJsonConfig {
     #[serde(default)]
@@ -509,7 +510,7 @@ fn default_max_body() -> ByteSize {
     ByteSize(8 * 1024 * 1024)
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchConfig {
     #[serde(default)]
@@ -535,7 +536,7 @@ fn default_prefix() -> String {
 }
 
 /// Header edits: `add` appends, `set` replaces, `remove` deletes.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderOps {
     #[serde(default)]

@@ -1,10 +1,10 @@
 //! `path_policy`: what the gateway does with path spellings that backends disagree about
 //! (DESIGN.md "Path policy"). Plain data; the decision lives in `routing::path_policy`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `%2F` / `%5C` inside a path segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EscapedSlashes {
     #[default]
@@ -14,7 +14,7 @@ pub enum EscapedSlashes {
 }
 
 /// A raw `\` or a `;` path parameter: refuse it, or forward it as received.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RejectOrKeep {
     #[default]
@@ -23,7 +23,7 @@ pub enum RejectOrKeep {
 }
 
 /// The server-wide policy; every field defaults to `reject`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PathPolicyConfig {
     #[serde(default)]
@@ -35,7 +35,7 @@ pub struct PathPolicyConfig {
 }
 
 /// A route's override: only the fields it names replace the server's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PathPolicyOverride {
     #[serde(default)]

@@ -1,9 +1,9 @@
 //! The `rate_limits` section: named limits that routes refer to.
 
 use super::HumanDuration;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// `client_ip | consumer | route | header:<Name> | claim:<name>`
@@ -27,7 +27,7 @@ pub struct RateLimitConfig {
     pub sync: SyncMode,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     #[default]
@@ -35,7 +35,7 @@ pub enum Backend {
     Redis,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncMode {
     #[default]
@@ -44,7 +44,7 @@ pub enum SyncMode {
 }
 
 /// The top-level `redis:` section, shared by every limit with `backend: redis`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://[:password@]host:port[/db]`; user names work too (`redis://user:pw@...`).
@@ -80,7 +80,7 @@ fn default_expected_clients() -> usize {
     100_000
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     BeforeAuth,

@@ -1,9 +1,9 @@
 //! `server.tls`, `tls_listen`, `h2c`, `redirect_https` (DESIGN.md "TLS and HTTP/2"). Plain data;
 //! certificates are read and checked by `crate::tls` when the runtime is built.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// Chosen by SNI: exact name, then `*.wildcard`, then the `default: true` one.
@@ -24,7 +24,7 @@ fn default_min_version() -> String {
 }
 
 /// One certificate chain and its key.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateConfig {
     /// PEM: the leaf first, then intermediates (served whole).
@@ -39,7 +39,7 @@ pub struct CertificateConfig {
 }
 
 /// Whether a client certificate is asked for, when `client_ca_file` is set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientAuth {
     /// Verified when presented; a client without one is still served.

@@ -1,6 +1,6 @@
 //! Human-friendly units in the YAML (`500ms`, `2s`, `10MiB`), so operators never count zeros.
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::time::Duration;
 
 /// A duration written the way people write them: `500ms`, `2s`, `1m`, `1h`.
@@ -17,6 +17,19 @@ impl<'de> Deserialize<'de> for HumanDuration {
                     "invalid duration {raw:?} ({e}); write e.g. 500ms, 2s, 1m"
                 ))
             })
+    }
+}
+
+/// Written back the way it is read (`/config` on the admin port).
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
     }
 }
 

@@ -2,10 +2,10 @@
 //! gateway talks to a pool's backends. Plain data; the CA and client certificate files are read
 //! once when the runtime is built (`crate::upstream::transport`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// TLS towards the backends of one upstream.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsConfig {
     /// Server name sent and verified; default: the host part of each backend's address (a DNS
@@ -32,7 +32,7 @@ fn default_verify() -> bool {
 }
 
 /// The HTTP version spoken to the backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 (over TLS when `tls` is set).
