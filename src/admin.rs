@@ -120,44 +120,6 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_do_not_leave_in_config() {
-        assert_eq!(
-            redact_url_password("redis://:hunter2@10.0.0.5:6379/0"),
-            "redis://:<redacted>@10.0.0.5:6379/0"
-        );
-        assert_eq!(
-            redact_url_password("rediss://app:hunter2@r.example:6380"),
-            "rediss://app:<redacted>@r.example:6380"
-        );
-        assert_eq!(
-            redact_url_password("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-        let config = crate::config::Config::load_str(
-            "upstreams:\n  u: {backends: [\"127.0.0.1:1\"]}\n\
-             redis: {url: \"redis://:hunter2@127.0.0.1:6379\"}\n\
-             auth:\n  api_keys:\n    p:\n      keys: [{id: acme, sha256: \"2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\"}]\n\
-             routes:\n  - {name: r, upstream: u, auth: {api_key: p}}\n",
-        )
-        .expect("valid config");
-        let text = redacted(&config).to_string();
-        assert!(
-            !text.contains("hunter2") && !text.contains("2c26b46b"),
-            "{text}"
-        );
-        assert!(text.contains("\"id\":\"acme\""), "{text}");
-        assert!(
-            text.contains("\"max_request_body\""),
-            "defaults are shown: {text}"
-        );
-    }
-}
-
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -196,5 +158,43 @@ impl ServeHttp for Admin {
                     .to_vec(),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_leave_in_config() {
+        assert_eq!(
+            redact_url_password("redis://:hunter2@10.0.0.5:6379/0"),
+            "redis://:<redacted>@10.0.0.5:6379/0"
+        );
+        assert_eq!(
+            redact_url_password("rediss://app:hunter2@r.example:6380"),
+            "rediss://app:<redacted>@r.example:6380"
+        );
+        assert_eq!(
+            redact_url_password("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        let config = crate::config::Config::load_str(
+            "upstreams:\n  u: {backends: [\"127.0.0.1:1\"]}\n\
+             redis: {url: \"redis://:hunter2@127.0.0.1:6379\"}\n\
+             auth:\n  api_keys:\n    p:\n      keys: [{id: acme, sha256: \"2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\"}]\n\
+             routes:\n  - {name: r, upstream: u, auth: {api_key: p}}\n",
+        )
+        .expect("valid config");
+        let text = redacted(&config).to_string();
+        assert!(
+            !text.contains("hunter2") && !text.contains("2c26b46b"),
+            "{text}"
+        );
+        assert!(text.contains("\"id\":\"acme\""), "{text}");
+        assert!(
+            text.contains("\"max_request_body\""),
+            "defaults are shown: {text}"
+        );
     }
 }
