@@ -95,25 +95,32 @@ async fn tls_gateway(pki: &Pki, body: &str) -> (Gateway, u16) {
     (gw, tls_port)
 }
 
+/// An h2-over-TLS gRPC backend for `backend.test`, its certificate signed by `pki`.
+async fn tls_backend(name: &str, pki: &Pki) -> GrpcBackend {
+    let issued = pki.leaf(name, &["backend.test"]);
+    let listen = Listen::Tls {
+        cert: issued.cert,
+        key: issued.key,
+        client_ca: None,
+    };
+    GrpcBackend::start(name, listen).await
+}
+
+/// The `grpc` upstream (h2 over TLS, verified against `ca`'s CA) and the echo route.
+fn tls_upstream(backend: &GrpcBackend, ca: &Pki, extra: &str) -> String {
+    format!(
+        "upstreams:\n  grpc:\n    backends: [\"{}\"]\n{extra}    protocol: h2\n    tls: {{sni: backend.test, ca_file: \"{}\"}}\n{}",
+        backend.addr(),
+        ca.ca_file().display(),
+        echo_route("grpc")
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_listener_to_h2_tls_backend_with_verification() {
     let pki = Pki::new();
-    let issued = pki.leaf("backend", &["backend.test"]);
-    let backend = GrpcBackend::start(
-        "tls-1",
-        Listen::Tls {
-            cert: issued.cert,
-            key: issued.key,
-            client_ca: None,
-        },
-    )
-    .await;
-    let body = format!(
-        "upstreams:\n  grpc:\n    backends: [\"{}\"]\n    protocol: h2\n    tls: {{sni: backend.test, ca_file: \"{}\"}}\n{}",
-        backend.addr(),
-        pki.ca_file().display(),
-        echo_route("grpc")
-    );
+    let backend = tls_backend("tls-1", &pki).await;
+    let body = tls_upstream(&backend, &pki, "");
     let (gw, tls_port) = tls_gateway(&pki, &body).await;
     let mut client = tls_channel(tls_port, "api.test", &pki.ca_pem()).await;
     assert_calls_work(&mut client, "tls-1").await;
@@ -125,22 +132,8 @@ async fn tls_listener_to_h2_tls_backend_with_verification() {
 async fn an_upstream_certificate_that_fails_verification_is_unavailable() {
     let trusted = Pki::new();
     let rogue = Pki::new();
-    let issued = rogue.leaf("backend", &["backend.test"]);
-    let backend = GrpcBackend::start(
-        "rogue",
-        Listen::Tls {
-            cert: issued.cert,
-            key: issued.key,
-            client_ca: None,
-        },
-    )
-    .await;
-    let body = format!(
-        "upstreams:\n  grpc:\n    backends: [\"{}\"]\n    retries: 0\n    protocol: h2\n    tls: {{sni: backend.test, ca_file: \"{}\"}}\n{}",
-        backend.addr(),
-        trusted.ca_file().display(),
-        echo_route("grpc")
-    );
+    let backend = tls_backend("rogue", &rogue).await;
+    let body = tls_upstream(&backend, &trusted, "    retries: 0\n");
     let gw = Gateway::start_with(&["h2c: true"], &body).await;
     let mut client = h2c_channel(gw.port).await;
     let status = unary(&mut client, UNARY, "x", 0, &[])
