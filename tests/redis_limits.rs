@@ -350,3 +350,56 @@ async fn shared_limit_over_tls() {
     let m = gw.admin_get("/metrics").await.text();
     assert_eq!(backend_errors(&m), 0.0, "no TLS failure: {m}");
 }
+
+/// Issue 18: Redis restarts under load offered at 3× a shared limit of 30/s, spread over two
+/// gateways. While it is down each gateway falls back to its own count (more is admitted:
+/// fail open); from the second after it accepts connections again (empty) the shared limit
+/// holds again. Counts per second of the offered load, not timings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_enforcement_resumes_within_a_second_of_a_redis_restart() {
+    let mut redis = RedisServer::start();
+    let backend = Backend::start("b").await;
+    let yaml = config(&redis.url(), &backend, "requests: 30\n    per: 1s");
+    let a = Gateway::start(&yaml).await;
+    let b = Gateway::start(&yaml).await;
+    let gws = [&a, &b];
+    let rate = 90u32;
+    let seconds = 9u32;
+    let (kill_at, launch_at) = (3 * rate, 5 * rate);
+    let mut admitted = vec![0u32; seconds as usize];
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
+    let started = Instant::now();
+    for i in 0..rate * seconds {
+        if i == kill_at {
+            redis.kill();
+        }
+        if i == launch_at {
+            redis.launch();
+        }
+        tick.tick().await;
+        let r = gws[i as usize % 2].get("/x").await;
+        match r.status {
+            200 => admitted[(i / rate) as usize] += 1,
+            429 => {}
+            other => panic!("request {i}: unexpected {other}: {r}"),
+        }
+    }
+    eprintln!(
+        "admitted per second of offered load: {admitted:?} (offered {rate}/s, took {:.1}s)",
+        started.elapsed().as_secs_f64()
+    );
+    let shared = |s: usize| admitted[s] <= 39;
+    assert!(
+        shared(1) && shared(2),
+        "shared limit before the outage: {admitted:?}"
+    );
+    assert!(
+        admitted[3] > 39 || admitted[4] > 39,
+        "while Redis is down each gateway admits on its own count: {admitted:?}"
+    );
+    assert!(
+        (6..seconds as usize).all(shared),
+        "from the second after Redis is back, the shared limit holds: {admitted:?}\n{}",
+        a.logs()
+    );
+}

@@ -17,7 +17,7 @@ use crate::observability::metrics::METRICS;
 use once_cell::sync::Lazy;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Check and count in one step, so that gateways racing on one key cannot both take the last
@@ -78,14 +78,23 @@ pub struct RedisShared {
     /// Created on first use: the connection manager must be made inside a Tokio runtime.
     conns: OnceLock<Result<Vec<ConnectionManager>, String>>,
     next: AtomicUsize,
-    up: AtomicBool,
+    /// Shared with the recovery probe, which sets it when every connection answers again.
+    up: Arc<AtomicBool>,
+    /// A recovery probe is running (at most one).
+    probing: Arc<AtomicBool>,
+    /// Dropped with this backend: tells a running probe to stop.
+    alive: Arc<()>,
     started: Instant,
     /// While down: milliseconds since `started` before which Redis is not tried again.
     retry_at_ms: AtomicU64,
 }
 
-/// How long a failed Redis stays bypassed before one request tries it again.
+/// How long a failed Redis stays bypassed before one request tries it again (only when no
+/// background probe can run: outside a Tokio runtime).
 const RETRY_EVERY_MS: u64 = 1000;
+
+/// How often the background probe pings every connection while Redis is down.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
 
 impl RedisShared {
     pub fn new(cfg: &RedisConfig) -> Result<RedisShared, String> {
@@ -97,7 +106,9 @@ impl RedisShared {
             prefix: cfg.key_prefix.clone(),
             conns: OnceLock::new(),
             next: AtomicUsize::new(0),
-            up: AtomicBool::new(true),
+            up: Arc::new(AtomicBool::new(true)),
+            probing: Arc::new(AtomicBool::new(false)),
+            alive: Arc::new(()),
             started: Instant::now(),
             retry_at_ms: AtomicU64::new(0),
         })
@@ -146,6 +157,10 @@ impl RedisShared {
         if self.up.load(Ordering::Relaxed) {
             return true;
         }
+        if self.probing.load(Ordering::Acquire) {
+            // The probe decides when Redis is back; no request waits on a reconnect.
+            return false;
+        }
         let now = self.now_ms();
         let at = self.retry_at_ms.load(Ordering::Relaxed);
         now >= at
@@ -173,6 +188,51 @@ impl RedisShared {
                 "redis rate-limit backend unavailable ({what}); limits fall back to local estimates"
             );
         }
+        self.start_probe();
+    }
+
+    /// While Redis is down, ping every pooled connection every [`PROBE_EVERY`] off the request
+    /// path; when all answer, shared enforcement resumes. Every connection is pinged, not one:
+    /// a `ConnectionManager` whose reconnect failed while Redis was down starts a fresh one only
+    /// when it is used, so a probe of one connection at a time would take a round per
+    /// connection (the ~4 s of pool_size 4 the issue measured) before requests stop failing.
+    fn start_probe(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(Ok(conns)) = self.conns.get().cloned() else {
+            return;
+        };
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (up, probing) = (self.up.clone(), self.probing.clone());
+        let alive = Arc::downgrade(&self.alive);
+        let timeout = self.timeout;
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                if alive.upgrade().is_none() {
+                    break;
+                }
+                let mut answered = true;
+                for mut conn in conns.iter().cloned() {
+                    let cmd = redis::cmd("PING");
+                    let ping = cmd.query_async::<String>(&mut conn);
+                    if !matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_))) {
+                        answered = false;
+                    }
+                }
+                if answered {
+                    up.store(true, Ordering::Release);
+                    tracing::info!(
+                        "redis rate-limit backend reachable again; shared limits enforced"
+                    );
+                    break;
+                }
+            }
+            probing.store(false, Ordering::Release);
+        });
     }
 
     pub fn succeeded(&self) {
