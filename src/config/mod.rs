@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod edge;
+pub mod matching;
 pub mod path_policy;
 mod problem;
 pub mod rate_limit;
@@ -505,6 +506,12 @@ pub struct MatchConfig {
     pub path_prefix: String,
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Header name (any case) → condition; every listed condition must hold.
+    #[serde(default)]
+    pub headers: BTreeMap<String, matching::ValueMatch>,
+    /// Query parameter → condition on its percent-decoded value.
+    #[serde(default)]
+    pub query: BTreeMap<String, matching::ValueMatch>,
 }
 
 impl Default for MatchConfig {
@@ -513,6 +520,8 @@ impl Default for MatchConfig {
             host: None,
             path_prefix: default_prefix(),
             methods: Vec::new(),
+            headers: BTreeMap::new(),
+            query: BTreeMap::new(),
         }
     }
 }

@@ -428,6 +428,26 @@ fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Pro
             ));
         }
     }
+    for (name, cond) in &m.headers {
+        let path = format!("{at}.match.headers.{name}");
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            out.push(Problem::new(
+                path.clone(),
+                format!("invalid header name {name:?}"),
+            ));
+        }
+        check_condition_regex(&path, cond, out);
+    }
+    for (name, cond) in &m.query {
+        let path = format!("{at}.match.query.{name}");
+        if name.is_empty() {
+            out.push(Problem::new(
+                path.clone(),
+                "query parameter name must not be empty",
+            ));
+        }
+        check_condition_regex(&path, cond, out);
+    }
     if route.strip_prefix && route.rewrite_prefix.is_some() {
         out.push(Problem::new(
             at.to_string(),
@@ -611,6 +631,20 @@ fn check_header_ops(at: &str, ops: &HeaderOps, out: &mut Vec<Problem>) {
     }
 }
 
+/// A `{regex: ...}` condition must compile (the router compiles it again, once, at start).
+fn check_condition_regex(at: &str, cond: &super::matching::ValueMatch, out: &mut Vec<Problem>) {
+    if let Some(pattern) = cond.regex() {
+        if let Err(e) = regex::bytes::Regex::new(pattern) {
+            let first = e.to_string();
+            let why = first.lines().last().unwrap_or("invalid pattern").trim();
+            out.push(Problem::new(
+                format!("{at}.regex"),
+                format!("invalid regex {pattern:?}: {why}"),
+            ));
+        }
+    }
+}
+
 fn valid_host_pattern(host: &str) -> bool {
     let name = host.strip_prefix("*.").unwrap_or(host);
     !name.is_empty()
@@ -650,6 +684,27 @@ mod tests {
     }
 
     const BASE: &str = "upstreams:\n  orders:\n    backends: [\"127.0.0.1:4001\"]\n";
+
+    #[test]
+    fn bad_condition_regex_and_header_name_are_refused_with_their_paths() {
+        let yaml = format!(
+            "{BASE}routes:\n  - {{name: a, upstream: orders, match: {{headers: {{X-V: {{regex: \"v(\"}}, \"bad name\": x}}, query: {{q: {{regex: \"[\"}}}}}}}}\n"
+        );
+        let p = problems(&yaml);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p[0].starts_with("routes[0].match.headers.X-V.regex: invalid regex"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with("routes[0].match.headers.bad name: invalid header name"),
+            "{p:?}"
+        );
+        assert!(
+            p[2].starts_with("routes[0].match.query.q.regex: invalid regex"),
+            "{p:?}"
+        );
+    }
 
     #[test]
     fn dangling_upstream_suggests_the_closest_name() {
