@@ -11,6 +11,7 @@ pub mod matching;
 pub mod path_policy;
 mod problem;
 pub mod rate_limit;
+pub mod split;
 pub mod tls;
 mod units;
 pub mod upstream_transport;
@@ -444,7 +445,15 @@ pub struct RouteConfig {
     pub name: String,
     #[serde(rename = "match", default)]
     pub matcher: MatchConfig,
-    pub upstream: String,
+    /// The one upstream; or `split` instead.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Several upstreams by weight (canary, blue-green), instead of `upstream`.
+    #[serde(default)]
+    pub split: Option<Vec<split::SplitSide>>,
+    /// `random` (default) | `consumer` | `client_ip` | `header:<Name>`: sticky choices.
+    #[serde(default)]
+    pub split_by: Option<String>,
     #[serde(default)]
     pub strip_prefix: bool,
     #[serde(default)]
@@ -540,6 +549,20 @@ pub struct HeaderOps {
     pub set: BTreeMap<String, String>,
     #[serde(default)]
     pub remove: Vec<String>,
+}
+
+impl RouteConfig {
+    /// Every upstream the route sends to, with the YAML path naming it.
+    pub fn upstream_refs(&self) -> Vec<(String, &str)> {
+        let mut refs = Vec::new();
+        if let Some(u) = &self.upstream {
+            refs.push(("upstream".to_string(), u.as_str()));
+        }
+        for (i, side) in self.split.iter().flatten().enumerate() {
+            refs.push((format!("split[{i}].upstream"), side.upstream.as_str()));
+        }
+        refs
+    }
 }
 
 impl Config {

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub access_log_dropped: prometheus::IntCounter,
     pub circuit_state: IntGaugeVec,
     pub upstream_retries: IntCounterVec,
+    /// Requests a `split` sent to another side because theirs had no healthy backend.
+    pub split_fallbacks: IntCounterVec,
     pub retry_budget_exhausted: IntCounterVec,
     pub downstream_connections: IntGauge,
     pub connections_rejected: IntCounterVec,
@@ -127,6 +129,14 @@ fn build() -> prometheus::Result<Metrics> {
         &["upstream", "reason"],
     )?;
     registry.register(Box::new(upstream_retries.clone()))?;
+    let split_fallbacks = IntCounterVec::new(
+        Opts::new(
+            "tollgate_split_fallback_total",
+            "Requests of a split route sent to another side because their side had no healthy backend",
+        ),
+        &["route"],
+    )?;
+    registry.register(Box::new(split_fallbacks.clone()))?;
     let retry_budget_exhausted = IntCounterVec::new(
         Opts::new(
             "tollgate_retry_budget_exhausted_total",
@@ -209,6 +219,7 @@ fn build() -> prometheus::Result<Metrics> {
         access_log_dropped,
         circuit_state,
         upstream_retries,
+        split_fallbacks,
         retry_budget_exhausted,
         downstream_connections,
         connections_rejected,

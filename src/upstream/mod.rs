@@ -7,6 +7,7 @@ pub mod health;
 pub mod outlier;
 pub mod pool;
 pub mod retry;
+pub mod split;
 pub mod transport;
 
 pub use attempt::Attempts;
