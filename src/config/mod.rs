@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod edge;
 pub mod matching;
+pub mod mirror;
 pub mod path_policy;
 mod problem;
 pub mod rate_limit;
@@ -454,6 +455,9 @@ pub struct RouteConfig {
     /// `random` (default) | `consumer` | `client_ip` | `header:<Name>`: sticky choices.
     #[serde(default)]
     pub split_by: Option<String>,
+    /// Copy a share of the traffic to a shadow upstream; its answers are discarded.
+    #[serde(default)]
+    pub mirror: Option<mirror::MirrorConfig>,
     #[serde(default)]
     pub strip_prefix: bool,
     #[serde(default)]

@@ -660,6 +660,9 @@ fn check_route_upstreams(at: &str, route: &RouteConfig, config: &Config, out: &m
     if let Err(why) = super::split::SplitBy::parse(route.split_by.as_deref()) {
         out.push(Problem::new(format!("{at}.split_by"), why));
     }
+    if let Some(m) = &route.mirror {
+        check_mirror(at, m, config, out);
+    }
     for (path, name) in route.upstream_refs() {
         if !config.upstreams.contains_key(name) {
             let hint = did_you_mean(name, config.upstreams.keys().map(String::as_str));
@@ -668,6 +671,44 @@ fn check_route_upstreams(at: &str, route: &RouteConfig, config: &Config, out: &m
                 format!("no upstream named {name:?}{hint}"),
             ));
         }
+    }
+}
+
+/// A mirror needs a known plain HTTP/1.1 upstream, a percentage and room for one copy.
+fn check_mirror(
+    at: &str,
+    m: &super::mirror::MirrorConfig,
+    config: &Config,
+    out: &mut Vec<Problem>,
+) {
+    use super::upstream_transport::UpstreamProtocol;
+    match config.upstreams.get(&m.upstream) {
+        None => {
+            let hint = did_you_mean(&m.upstream, config.upstreams.keys().map(String::as_str));
+            out.push(Problem::new(
+                format!("{at}.mirror.upstream"),
+                format!("no upstream named {:?}{hint}", m.upstream),
+            ));
+        }
+        Some(u) if u.tls.is_some() || u.protocol != UpstreamProtocol::H1 => {
+            out.push(Problem::new(
+                format!("{at}.mirror.upstream"),
+                "a mirror upstream must be plain HTTP/1.1 (no tls, protocol h1)",
+            ));
+        }
+        Some(_) => {}
+    }
+    if !(0.0..=100.0).contains(&m.percent) {
+        out.push(Problem::new(
+            format!("{at}.mirror.percent"),
+            "must be between 0 and 100",
+        ));
+    }
+    if m.max_concurrent == 0 {
+        out.push(Problem::new(
+            format!("{at}.mirror.max_concurrent"),
+            "must be at least 1",
+        ));
     }
 }
 

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     /// Requests a `split` sent to another side because theirs had no healthy backend.
     pub split_fallbacks: IntCounterVec,
+    /// Mirror copies by outcome: sent, error, dropped (overflow), too_large, no_backend.
+    pub mirror_requests: IntCounterVec,
     pub retry_budget_exhausted: IntCounterVec,
     pub downstream_connections: IntGauge,
     pub connections_rejected: IntCounterVec,
@@ -137,6 +139,14 @@ fn build() -> prometheus::Result<Metrics> {
         &["route"],
     )?;
     registry.register(Box::new(split_fallbacks.clone()))?;
+    let mirror_requests = IntCounterVec::new(
+        Opts::new(
+            "tollgate_mirror_requests_total",
+            "Mirror copies by route and result: sent, error, dropped (over max_concurrent), too_large, no_backend",
+        ),
+        &["route", "result"],
+    )?;
+    registry.register(Box::new(mirror_requests.clone()))?;
     let retry_budget_exhausted = IntCounterVec::new(
         Opts::new(
             "tollgate_retry_budget_exhausted_total",
@@ -220,6 +230,7 @@ fn build() -> prometheus::Result<Metrics> {
         circuit_state,
         upstream_retries,
         split_fallbacks,
+        mirror_requests,
         retry_budget_exhausted,
         downstream_connections,
         connections_rejected,

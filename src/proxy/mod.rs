@@ -22,6 +22,7 @@ use crate::runtime::routes::RouteRuntime;
 use crate::runtime::Gateway;
 use crate::tls::client_cert::ClientCert;
 use crate::trace_context::{self, TraceContext};
+use crate::upstream::mirror::MirrorCopy;
 use crate::upstream::split::SplitInput;
 use crate::upstream::{retry, Attempts};
 use async_trait::async_trait;
@@ -49,6 +50,8 @@ pub struct Ctx {
     /// The `split` side this request goes to (0 without `split`); chosen once, before the
     /// first attempt, so retries stay within that side's pool.
     side: Option<usize>,
+    /// This request's `mirror` copy, while it is collected (sent from `logging`).
+    mirror: Option<MirrorCopy>,
     /// Set when this response's JSON body is being stripped.
     body_filter: Option<BodyFilter>,
     /// The credential that authenticated (removed upstream on `hide_credentials` routes).
@@ -284,7 +287,13 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(Some(self.idle_timeout_secs));
         }
         match self.admit(session, ctx).await {
-            Ok(Admit::Forward) => Ok(false),
+            Ok(Admit::Forward) => {
+                ctx.mirror = self
+                    .route(ctx)
+                    .and_then(|r| r.mirror.as_ref())
+                    .and_then(|m| m.sample());
+                Ok(false)
+            }
             Ok(Admit::Preflight(headers)) => {
                 self.draining.before_reply(session);
                 reply::no_content(session, &ctx.request_id, &headers).await?;
@@ -302,6 +311,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if let (Some(copy), Some(chunk)) = (ctx.mirror.as_mut(), body.as_ref()) {
+            if let Some(m) = ctx.route.and_then(|i| self.routes[i].mirror.as_ref()) {
+                m.on_body(copy, chunk);
+            }
+        }
         let limit = self
             .route(ctx)
             .map_or(self.max_request_body, |r| r.max_request_body);
@@ -395,6 +409,11 @@ impl ProxyHttp for Gateway {
         // Identity headers last: nothing configured or sent by the client can override them.
         for (name, value) in ctx.identity.iter().flat_map(|i| i.forward.iter()) {
             upstream.insert_header(name.clone(), value.as_str())?;
+        }
+        if let (Some(copy), Some(route)) = (ctx.mirror.as_mut(), ctx.route) {
+            if let Some(m) = &self.routes[route].mirror {
+                m.on_upstream_head(copy, upstream);
+            }
         }
         Ok(())
     }
@@ -496,6 +515,10 @@ impl ProxyHttp for Gateway {
         if let Some(route) = ctx.route.map(|i| &self.routes[i]) {
             ctx.attempts
                 .finished(route.pool_for(ctx.side.unwrap_or(0)), e);
+            // The client has its answer: only now is the copy sent, on its own task.
+            if let (Some(m), Some(copy)) = (&route.mirror, ctx.mirror.take()) {
+                m.send(copy);
+            }
         }
         ctx.in_flight = None;
         let route = self.route(ctx);

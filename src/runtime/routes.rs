@@ -12,6 +12,7 @@ use crate::response_json::Policy;
 use crate::routing::request::RouteFacts;
 use crate::routing::rewrite::PrefixRewrite;
 use crate::routing::Router;
+use crate::upstream::mirror::Mirror;
 use crate::upstream::split::Split;
 use crate::upstream::{Pool, Pools};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub struct RouteRuntime {
     pub pool: Arc<Pool>,
     /// `split`: several upstreams by weight; `Ctx.side` indexes them.
     pub split: Option<Split>,
+    /// `mirror`: shadow copies of a share of the traffic.
+    pub mirror: Option<Mirror>,
     pub prefix: String,
     pub rewrite: PrefixRewrite,
     pub request_headers: CompiledHeaderOps,
@@ -97,6 +100,19 @@ pub fn build(
             _ => None,
         };
         let pool = found.into_iter().next();
+        let mirror = r
+            .mirror
+            .as_ref()
+            .and_then(|m| match pools.get(&m.upstream) {
+                Some(p) => Some(Mirror::new(&r.name, p.clone(), m)),
+                None => {
+                    problems.push(Problem::new(
+                        format!("{at}.mirror.upstream"),
+                        format!("no upstream named {:?}", m.upstream),
+                    ));
+                    None
+                }
+            });
         let at_json = format!("{at}.response_json");
         let response_json = r
             .response_json
@@ -135,6 +151,7 @@ pub fn build(
             name: r.name.clone(),
             pool,
             split,
+            mirror,
             prefix: router.prefix(i).to_string(),
             rewrite: PrefixRewrite::from_config(r.strip_prefix, r.rewrite_prefix.as_deref()),
             request_headers: CompiledHeaderOps::compile(&r.request_headers),

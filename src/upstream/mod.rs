@@ -4,6 +4,7 @@
 pub mod attempt;
 pub mod circuit;
 pub mod health;
+pub mod mirror;
 pub mod outlier;
 pub mod pool;
 pub mod retry;
