@@ -227,6 +227,39 @@ async fn header_split_is_sticky() {
     );
 }
 
+/// `split_by: client_ip` (here from a trusted proxy's `X-Forwarded-For`): each address stays
+/// on the side its stable hash predicts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_ip_split_is_sticky_and_predictable() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let body = format!(
+        "upstreams:\n{}{}\nroutes:
+  - name: orders
+    split: [{{upstream: v1, weight: 70}}, {{upstream: v2, weight: 30}}]
+    split_by: client_ip
+",
+        upstream_yaml("v1", &[&v1], &[]),
+        upstream_yaml("v2", &[&v2], &[]),
+    );
+    let gw = Gateway::start_with(&["trusted_proxies: [\"127.0.0.1/32\"]"], &body).await;
+    for i in 0..50u8 {
+        let ip = std::net::Ipv4Addr::new(10, 0, i, 7);
+        let point = stable_hash(&ip.octets());
+        let want = if ((u128::from(point) * 100) >> 64) < 70 {
+            "v1"
+        } else {
+            "v2"
+        };
+        for _ in 0..4 {
+            let r = gw
+                .get_with("/", &[("x-forwarded-for", &ip.to_string())])
+                .await;
+            assert_eq!(r.echo().backend, want, "client {ip}");
+        }
+    }
+}
+
 /// The canary's only backend goes down: once health checks see it, every request goes to v1
 /// (no failed request), counted in `tollgate_split_fallback_total` and logged as
 /// `split_fallback`. It comes back: it gets its share again.
