@@ -57,7 +57,12 @@ impl TryFrom<RawValueMatch> for ValueMatch {
         Ok(match raw {
             RawValueMatch::Text(s) => ValueMatch::Exact(s),
             RawValueMatch::Integer(n) => ValueMatch::Exact(n.to_string()),
-            RawValueMatch::Float(f) => ValueMatch::Exact(f.to_string()),
+            // YAML reads `1.10` as the number 1.1: matching its text would surprise.
+            RawValueMatch::Float(f) => {
+                return Err(format!(
+                    "YAML reads this value as the number {f}; quote it (\"1.10\") to match its text"
+                ))
+            }
             RawValueMatch::Bool(b) => ValueMatch::Exact(b.to_string()),
             RawValueMatch::Form(form) => match (form.present, form.prefix, form.regex) {
                 (Some(true), None, None) => ValueMatch::Present,
@@ -103,5 +108,10 @@ mod tests {
         assert!(parse("a: {prefix: x, regex: y}\n").is_err());
         assert!(parse("a: {present: false}\n").is_err());
         assert!(parse("a: {}\n").is_err());
+        assert!(parse("a: 1.10\n").is_err());
+        assert_eq!(
+            parse("a: \"1.10\"\n").expect("valid")["a"],
+            ValueMatch::Exact("1.10".into())
+        );
     }
 }
