@@ -3,6 +3,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tollgate::config::Config;
+use tollgate::routing::conditions::RequestView;
 use tollgate::routing::normalize::normalize;
 use tollgate::routing::Router;
 
@@ -22,6 +23,57 @@ fn thousand_routes() -> Config {
     }
     yaml.push_str("  - {name: root, upstream: u}\n");
     Config::load_str(&yaml).expect("bench config is valid")
+}
+
+/// 1,000 routes with header/query conditions (issue 21): four versions of 250 prefixes, each
+/// version selected by `X-Api-Version` (exact, prefix or regex) or a `beta` query flag, plus a
+/// fallback without conditions per prefix.
+fn thousand_conditional_routes() -> Config {
+    let mut yaml = String::from("upstreams:\n  u:\n    backends: [\"127.0.0.1:1\"]\nroutes:\n");
+    for i in 0..1000 {
+        let prefix = format!("/svc{}/res{}", i % 25, i / 4);
+        let cond = match i % 4 {
+            0 => "headers: {X-Api-Version: \"2\"}".to_string(),
+            1 => "headers: {Accept: {prefix: \"application/vnd.acme.v3\"}}".to_string(),
+            2 => "headers: {X-Tenant: {regex: \"^t-[0-9]+$\"}}, query: {beta: \"1\"}".to_string(),
+            _ => String::new(),
+        };
+        let sep = if cond.is_empty() { "" } else { ", " };
+        yaml.push_str(&format!(
+            "  - {{name: c{i}, upstream: u, match: {{path_prefix: {prefix}{sep}{cond}}}}}\n"
+        ));
+    }
+    Config::load_str(&yaml).expect("bench config is valid")
+}
+
+fn bench_conditions(c: &mut Criterion) {
+    let config = thousand_conditional_routes();
+    let router = Router::new(&config.routes);
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-tenant", "t-42".parse().expect("value"));
+    headers.insert("accept", "application/json".parse().expect("value"));
+    let mut g = c.benchmark_group("route_lookup_1000_conditional_routes");
+    g.bench_function("regex_and_query_hit", |b| {
+        let view = RequestView {
+            headers: Some(&headers),
+            query: Some("x=1&beta=1"),
+        };
+        b.iter(|| {
+            let p = normalize(black_box("/svc22/res241/items/42"), false).expect("valid");
+            black_box(router.lookup_request("h", p.route(), b"GET", black_box(&view)))
+        })
+    });
+    g.bench_function("conditions_fail_to_fallback", |b| {
+        let view = RequestView {
+            headers: Some(&headers),
+            query: None,
+        };
+        b.iter(|| {
+            let p = normalize(black_box("/svc22/res241/items/42"), false).expect("valid");
+            black_box(router.lookup_request("h", p.route(), b"GET", black_box(&view)))
+        })
+    });
+    g.finish();
 }
 
 fn bench(c: &mut Criterion) {
@@ -51,5 +103,5 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group!(benches, bench, bench_conditions);
 criterion_main!(benches);

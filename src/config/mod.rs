@@ -7,9 +7,12 @@
 
 pub mod auth;
 pub mod edge;
+pub mod matching;
+pub mod mirror;
 pub mod path_policy;
 mod problem;
 pub mod rate_limit;
+pub mod split;
 pub mod tls;
 mod units;
 pub mod upstream_transport;
@@ -457,7 +460,18 @@ pub struct RouteConfig {
     pub name: String,
     #[serde(rename = "match", default)]
     pub matcher: MatchConfig,
-    pub upstream: String,
+    /// The one upstream; or `split` instead.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Several upstreams by weight (canary, blue-green), instead of `upstream`.
+    #[serde(default)]
+    pub split: Option<Vec<split::SplitSide>>,
+    /// `random` (default) | `consumer` | `client_ip` | `header:<Name>`: sticky choices.
+    #[serde(default)]
+    pub split_by: Option<String>,
+    /// Copy a share of the traffic to a shadow upstream; its answers are discarded.
+    #[serde(default)]
+    pub mirror: Option<mirror::MirrorConfig>,
     #[serde(default)]
     pub strip_prefix: bool,
     #[serde(default)]
@@ -519,6 +533,12 @@ pub struct MatchConfig {
     pub path_prefix: String,
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Header name (any case) → condition; every listed condition must hold.
+    #[serde(default)]
+    pub headers: BTreeMap<String, matching::ValueMatch>,
+    /// Query parameter → condition on its percent-decoded value.
+    #[serde(default)]
+    pub query: BTreeMap<String, matching::ValueMatch>,
 }
 
 impl Default for MatchConfig {
@@ -527,6 +547,8 @@ impl Default for MatchConfig {
             host: None,
             path_prefix: default_prefix(),
             methods: Vec::new(),
+            headers: BTreeMap::new(),
+            query: BTreeMap::new(),
         }
     }
 }
@@ -545,6 +567,20 @@ pub struct HeaderOps {
     pub set: BTreeMap<String, String>,
     #[serde(default)]
     pub remove: Vec<String>,
+}
+
+impl RouteConfig {
+    /// Every upstream the route sends to, with the YAML path naming it.
+    pub fn upstream_refs(&self) -> Vec<(String, &str)> {
+        let mut refs = Vec::new();
+        if let Some(u) = &self.upstream {
+            refs.push(("upstream".to_string(), u.as_str()));
+        }
+        for (i, side) in self.split.iter().flatten().enumerate() {
+            refs.push((format!("split[{i}].upstream"), side.upstream.as_str()));
+        }
+        refs
+    }
 }
 
 impl Config {

@@ -389,13 +389,7 @@ fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Pro
     if route.name.is_empty() {
         out.push(Problem::new(format!("{at}.name"), "must not be empty"));
     }
-    if !config.upstreams.contains_key(&route.upstream) {
-        let hint = did_you_mean(&route.upstream, config.upstreams.keys().map(String::as_str));
-        out.push(Problem::new(
-            format!("{at}.upstream"),
-            format!("no upstream named {:?}{hint}", route.upstream),
-        ));
-    }
+    check_route_upstreams(at, route, config, out);
     let m = &route.matcher;
     if !m.path_prefix.starts_with('/') {
         out.push(Problem::new(
@@ -427,6 +421,26 @@ fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Pro
                 ),
             ));
         }
+    }
+    for (name, cond) in &m.headers {
+        let path = format!("{at}.match.headers.{name}");
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            out.push(Problem::new(
+                path.clone(),
+                format!("invalid header name {name:?}"),
+            ));
+        }
+        check_condition_regex(&path, cond, out);
+    }
+    for (name, cond) in &m.query {
+        let path = format!("{at}.match.query.{name}");
+        if name.is_empty() {
+            out.push(Problem::new(
+                path.clone(),
+                "query parameter name must not be empty",
+            ));
+        }
+        check_condition_regex(&path, cond, out);
     }
     if route.strip_prefix && route.rewrite_prefix.is_some() {
         out.push(Problem::new(
@@ -611,6 +625,107 @@ fn check_header_ops(at: &str, ops: &HeaderOps, out: &mut Vec<Problem>) {
     }
 }
 
+/// `upstream` xor `split`; every name known; a split's weights must give some side a share.
+fn check_route_upstreams(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Problem>) {
+    match (&route.upstream, &route.split) {
+        (Some(_), Some(_)) => out.push(Problem::new(
+            at.to_string(),
+            "upstream and split are mutually exclusive; list the upstream as a side of split",
+        )),
+        (None, None) => out.push(Problem::new(
+            at.to_string(),
+            "one of upstream or split is required",
+        )),
+        (None, Some(sides)) => {
+            if sides.is_empty() {
+                out.push(Problem::new(
+                    format!("{at}.split"),
+                    "at least one side is required",
+                ));
+            } else if sides.iter().map(|s| u64::from(s.weight)).sum::<u64>() == 0 {
+                out.push(Problem::new(
+                    format!("{at}.split"),
+                    "weights sum to zero; at least one side needs a positive weight",
+                ));
+            }
+        }
+        (Some(_), None) => {}
+    }
+    if route.split.is_none() && route.split_by.is_some() {
+        out.push(Problem::new(
+            format!("{at}.split_by"),
+            "only applies with split",
+        ));
+    }
+    if let Err(why) = super::split::SplitBy::parse(route.split_by.as_deref()) {
+        out.push(Problem::new(format!("{at}.split_by"), why));
+    }
+    if let Some(m) = &route.mirror {
+        check_mirror(at, m, config, out);
+    }
+    for (path, name) in route.upstream_refs() {
+        if !config.upstreams.contains_key(name) {
+            let hint = did_you_mean(name, config.upstreams.keys().map(String::as_str));
+            out.push(Problem::new(
+                format!("{at}.{path}"),
+                format!("no upstream named {name:?}{hint}"),
+            ));
+        }
+    }
+}
+
+/// A mirror needs a known plain HTTP/1.1 upstream, a percentage and room for one copy.
+fn check_mirror(
+    at: &str,
+    m: &super::mirror::MirrorConfig,
+    config: &Config,
+    out: &mut Vec<Problem>,
+) {
+    use super::upstream_transport::UpstreamProtocol;
+    match config.upstreams.get(&m.upstream) {
+        None => {
+            let hint = did_you_mean(&m.upstream, config.upstreams.keys().map(String::as_str));
+            out.push(Problem::new(
+                format!("{at}.mirror.upstream"),
+                format!("no upstream named {:?}{hint}", m.upstream),
+            ));
+        }
+        Some(u) if u.tls.is_some() || u.protocol != UpstreamProtocol::H1 => {
+            out.push(Problem::new(
+                format!("{at}.mirror.upstream"),
+                "a mirror upstream must be plain HTTP/1.1 (no tls, protocol h1)",
+            ));
+        }
+        Some(_) => {}
+    }
+    if !(0.0..=100.0).contains(&m.percent) {
+        out.push(Problem::new(
+            format!("{at}.mirror.percent"),
+            "must be between 0 and 100",
+        ));
+    }
+    if m.max_concurrent == 0 {
+        out.push(Problem::new(
+            format!("{at}.mirror.max_concurrent"),
+            "must be at least 1",
+        ));
+    }
+}
+
+/// A `{regex: ...}` condition must compile (the router compiles it again, once, at start).
+fn check_condition_regex(at: &str, cond: &super::matching::ValueMatch, out: &mut Vec<Problem>) {
+    if let Some(pattern) = cond.regex() {
+        if let Err(e) = regex::bytes::Regex::new(pattern) {
+            let first = e.to_string();
+            let why = first.lines().last().unwrap_or("invalid pattern").trim();
+            out.push(Problem::new(
+                format!("{at}.regex"),
+                format!("invalid regex {pattern:?}: {why}"),
+            ));
+        }
+    }
+}
+
 fn valid_host_pattern(host: &str) -> bool {
     let name = host.strip_prefix("*.").unwrap_or(host);
     !name.is_empty()
@@ -650,6 +765,45 @@ mod tests {
     }
 
     const BASE: &str = "upstreams:\n  orders:\n    backends: [\"127.0.0.1:4001\"]\n";
+
+    #[test]
+    fn split_problems_have_their_paths() {
+        let yaml = format!(
+            "{BASE}routes:\n  - {{name: a, upstream: orders, split: [{{upstream: orders, weight: 1}}]}}\n  - {{name: b, split: [{{upstream: orders, weight: 0}}, {{upstream: ordrs, weight: 0}}], split_by: cookie}}\n  - {{name: c}}\n"
+        );
+        let p = problems(&yaml);
+        assert_eq!(
+            p,
+            vec![
+                "routes[0]: upstream and split are mutually exclusive; list the upstream as a side of split",
+                "routes[1].split: weights sum to zero; at least one side needs a positive weight",
+                "routes[1].split_by: unknown split_by \"cookie\"; expected random, consumer, client_ip or header:<Name>",
+                "routes[1].split[1].upstream: no upstream named \"ordrs\" (did you mean \"orders\"?)",
+                "routes[2]: one of upstream or split is required",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_condition_regex_and_header_name_are_refused_with_their_paths() {
+        let yaml = format!(
+            "{BASE}routes:\n  - {{name: a, upstream: orders, match: {{headers: {{X-V: {{regex: \"v(\"}}, \"bad name\": x}}, query: {{q: {{regex: \"[\"}}}}}}}}\n"
+        );
+        let p = problems(&yaml);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(
+            p[0].starts_with("routes[0].match.headers.X-V.regex: invalid regex"),
+            "{p:?}"
+        );
+        assert!(
+            p[1].starts_with("routes[0].match.headers.bad name: invalid header name"),
+            "{p:?}"
+        );
+        assert!(
+            p[2].starts_with("routes[0].match.query.q.regex: invalid regex"),
+            "{p:?}"
+        );
+    }
 
     #[test]
     fn dangling_upstream_suggests_the_closest_name() {

@@ -19,7 +19,29 @@ pub(super) fn warnings(config: &Config) -> Vec<Problem> {
     check_stop_budget(config, &mut out);
     check_path_policy(config, &mut out);
     check_unverified_upstreams(config, &mut out);
+    check_self_mirrors(config, &mut out);
     out
+}
+
+/// A mirror to an upstream the route already sends to doubles that upstream's load with
+/// copies it cannot tell from the originals except by `X-Tollgate-Mirror`.
+fn check_self_mirrors(config: &Config, out: &mut Vec<Problem>) {
+    for (i, route) in config.routes.iter().enumerate() {
+        let Some(m) = &route.mirror else { continue };
+        if route
+            .upstream_refs()
+            .iter()
+            .any(|(_, name)| *name == m.upstream)
+        {
+            out.push(Problem::new(
+                format!("routes[{i}].mirror.upstream"),
+                format!(
+                    "{:?} is also where the route sends its traffic: the mirror duplicates it",
+                    m.upstream
+                ),
+            ));
+        }
+    }
 }
 
 /// `tls.verify: false` encrypts without authenticating: anyone on the path can pose as the

@@ -26,6 +26,10 @@ pub struct Metrics {
     pub access_log_dropped: prometheus::IntCounter,
     pub circuit_state: IntGaugeVec,
     pub upstream_retries: IntCounterVec,
+    /// Requests a `split` sent to another side because theirs had no healthy backend.
+    pub split_fallbacks: IntCounterVec,
+    /// Mirror copies by outcome: sent, error, dropped (overflow), too_large, no_backend.
+    pub mirror_requests: IntCounterVec,
     pub retry_budget_exhausted: IntCounterVec,
     pub downstream_connections: IntGauge,
     pub connections_rejected: IntCounterVec,
@@ -127,6 +131,22 @@ fn build() -> prometheus::Result<Metrics> {
         &["upstream", "reason"],
     )?;
     registry.register(Box::new(upstream_retries.clone()))?;
+    let split_fallbacks = IntCounterVec::new(
+        Opts::new(
+            "tollgate_split_fallback_total",
+            "Requests of a split route sent to another side because their side had no healthy backend",
+        ),
+        &["route"],
+    )?;
+    registry.register(Box::new(split_fallbacks.clone()))?;
+    let mirror_requests = IntCounterVec::new(
+        Opts::new(
+            "tollgate_mirror_requests_total",
+            "Mirror copies by route and result: sent, error, dropped (over max_concurrent), too_large, no_backend",
+        ),
+        &["route", "result"],
+    )?;
+    registry.register(Box::new(mirror_requests.clone()))?;
     let retry_budget_exhausted = IntCounterVec::new(
         Opts::new(
             "tollgate_retry_budget_exhausted_total",
@@ -209,6 +229,8 @@ fn build() -> prometheus::Result<Metrics> {
         access_log_dropped,
         circuit_state,
         upstream_retries,
+        split_fallbacks,
+        mirror_requests,
         retry_budget_exhausted,
         downstream_connections,
         connections_rejected,

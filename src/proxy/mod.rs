@@ -22,6 +22,8 @@ use crate::runtime::routes::RouteRuntime;
 use crate::runtime::Gateway;
 use crate::tls::client_cert::ClientCert;
 use crate::trace_context::{self, TraceContext};
+use crate::upstream::mirror::MirrorCopy;
+use crate::upstream::split::SplitInput;
 use crate::upstream::{retry, Attempts};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -45,6 +47,11 @@ pub struct Ctx {
     /// Set when the upstream path differs from what the client sent.
     upstream_path: Option<String>,
     attempts: Attempts,
+    /// The `split` side this request goes to (0 without `split`); chosen once, before the
+    /// first attempt, so retries stay within that side's pool.
+    side: Option<usize>,
+    /// This request's `mirror` copy, while it is collected (sent from `logging`).
+    mirror: Option<MirrorCopy>,
     /// Set when this response's JSON body is being stripped.
     body_filter: Option<BodyFilter>,
     /// The credential that authenticated (removed upstream on `hide_credentials` routes).
@@ -68,6 +75,28 @@ enum Admit {
 impl Gateway {
     fn route(&self, ctx: &Ctx) -> Option<&RouteRuntime> {
         ctx.route.map(|i| &self.routes[i])
+    }
+
+    /// The `split` side of a request (0 without `split`); a side with no healthy backend
+    /// gives its share to the others, logged as `split_fallback` and counted.
+    fn choose_side(&self, route: &RouteRuntime, req: &RequestHeader, ctx: &mut Ctx) -> usize {
+        let Some(split) = &route.split else {
+            return 0;
+        };
+        let point = split.point(&SplitInput {
+            consumer: ctx.identity.as_deref().map(|i| i.consumer.as_str()),
+            client_ip: ctx.client.ip,
+            headers: &req.headers,
+        });
+        let choice = split.choose(point, |pool| pool.health().healthy > 0);
+        if choice.fell_back {
+            ctx.error = Some("split_fallback");
+            METRICS
+                .split_fallbacks
+                .with_label_values(&[route.name.as_str()])
+                .inc();
+        }
+        choice.side
     }
 
     fn route_name(&self, ctx: &Ctx) -> &str {
@@ -258,7 +287,13 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(Some(self.idle_timeout_secs));
         }
         match self.admit(session, ctx).await {
-            Ok(Admit::Forward) => Ok(false),
+            Ok(Admit::Forward) => {
+                ctx.mirror = self
+                    .route(ctx)
+                    .and_then(|r| r.mirror.as_ref())
+                    .and_then(|m| m.sample());
+                Ok(false)
+            }
             Ok(Admit::Preflight(headers)) => {
                 self.draining.before_reply(session);
                 reply::no_content(session, &ctx.request_id, &headers).await?;
@@ -276,6 +311,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if let (Some(copy), Some(chunk)) = (ctx.mirror.as_mut(), body.as_ref()) {
+            if let Some(m) = ctx.route.and_then(|i| self.routes[i].mirror.as_ref()) {
+                m.on_body(copy, chunk);
+            }
+        }
         let limit = self
             .route(ctx)
             .map_or(self.max_request_body, |r| r.max_request_body);
@@ -290,13 +330,21 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.map(|i| &self.routes[i]) else {
             return Error::e_explain(ErrorType::InternalError, "no route selected");
         };
-        ctx.attempts.next_peer(&route.pool).await
+        let side = match ctx.side {
+            Some(side) => side,
+            None => {
+                let side = self.choose_side(route, session.req_header(), ctx);
+                ctx.side = Some(side);
+                side
+            }
+        };
+        ctx.attempts.next_peer(route.pool_for(side)).await
     }
 
     fn fail_to_connect(
@@ -307,7 +355,9 @@ impl ProxyHttp for Gateway {
         e: Box<Error>,
     ) -> Box<Error> {
         match ctx.route.map(|i| &self.routes[i]) {
-            Some(route) => ctx.attempts.connect_failed(&route.pool, e),
+            Some(route) => ctx
+                .attempts
+                .connect_failed(route.pool_for(ctx.side.unwrap_or(0)), e),
             None => e,
         }
     }
@@ -321,7 +371,8 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let e = e.more_context(format!("Peer: {peer}"));
-        let pool = ctx.route.map(|i| self.routes[i].pool.as_ref());
+        let side = ctx.side.unwrap_or(0);
+        let pool = ctx.route.map(|i| self.routes[i].pool_for(side).as_ref());
         ctx.attempts
             .proxy_failed(pool, e, retry::replayable(session), client_reused)
     }
@@ -343,8 +394,9 @@ impl ProxyHttp for Gateway {
         ctx.client
             .set_upstream_headers(upstream, original, request_host(original))?;
         if let Some(route) = self.route(ctx) {
-            if let (false, Some(addr)) = (route.pool.preserve_host, ctx.attempts.backend()) {
-                upstream.insert_header("Host", route.pool.host_header(addr))?;
+            let pool = route.pool_for(ctx.side.unwrap_or(0));
+            if let (false, Some(addr)) = (pool.preserve_host, ctx.attempts.backend()) {
+                upstream.insert_header("Host", pool.host_header(addr))?;
             }
             if let (true, Some(credential)) = (route.hide_credentials, &ctx.credential) {
                 credential.remove_from(upstream)?;
@@ -357,6 +409,11 @@ impl ProxyHttp for Gateway {
         // Identity headers last: nothing configured or sent by the client can override them.
         for (name, value) in ctx.identity.iter().flat_map(|i| i.forward.iter()) {
             upstream.insert_header(name.clone(), value.as_str())?;
+        }
+        if let (Some(copy), Some(route)) = (ctx.mirror.as_mut(), ctx.route) {
+            if let Some(m) = &self.routes[route].mirror {
+                m.on_upstream_head(copy, upstream);
+            }
         }
         Ok(())
     }
@@ -371,8 +428,11 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         let status = resp.status.as_u16();
-        ctx.attempts
-            .response_head(&route.pool, status, retry::replayable(session))?;
+        ctx.attempts.response_head(
+            route.pool_for(ctx.side.unwrap_or(0)),
+            status,
+            retry::replayable(session),
+        )?;
         let head = session.req_header().method == http::Method::HEAD;
         if let Some(policy) = &route.response_json {
             let (name, id) = (route.name.as_str(), ctx.request_id.as_str());
@@ -453,7 +513,12 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if let Some(route) = ctx.route.map(|i| &self.routes[i]) {
-            ctx.attempts.finished(&route.pool, e);
+            ctx.attempts
+                .finished(route.pool_for(ctx.side.unwrap_or(0)), e);
+            // The client has its answer: only now is the copy sent, on its own task.
+            if let (Some(m), Some(copy)) = (&route.mirror, ctx.mirror.take()) {
+                m.send(copy);
+            }
         }
         ctx.in_flight = None;
         let route = self.route(ctx);
@@ -463,7 +528,7 @@ impl ProxyHttp for Gateway {
                 req: session.req_header(),
                 status: session.response_written().map_or(0, |r| r.status.as_u16()),
                 route: route.map_or(UNMATCHED, |r| r.name.as_str()),
-                upstream: route.map(|r| r.pool.name.as_str()),
+                upstream: route.map(|r| r.pool_for(ctx.side.unwrap_or(0)).name.as_str()),
                 backend: ctx.attempts.backend(),
                 seconds: ctx.start.map_or(0.0, |t| t.elapsed().as_secs_f64()),
                 upstream_seconds: ctx.attempts.latency,

@@ -1,5 +1,6 @@
 //! From a request line to a route: path normalisation, the compiled route table, prefix rewrites.
 
+pub mod conditions;
 pub mod methods;
 pub mod normalize;
 pub mod path_policy;

@@ -2,6 +2,7 @@
 //! policy of the route it leads to, the host and method matched, and the gateway's answer when
 //! that fails (400, 404, or 405 with `Allow`).
 
+use super::conditions::RequestView;
 use super::path_policy;
 use super::{request_host, router::host_only, Match, Router};
 use crate::config::path_policy::{PathPolicyConfig, PathPolicyOverride};
@@ -58,11 +59,15 @@ fn route_as(
     method: Option<&[u8]>,
 ) -> Result<(usize, Option<String>), Refusal> {
     let host = host_only(request_host(req));
+    let view = RequestView {
+        headers: Some(&req.headers),
+        query: req.uri.query(),
+    };
     let (path, found) = path_policy::resolve(
         req.uri.path(),
         |path| match method {
-            Some(m) => router.lookup(host, path, m),
-            None => router.lookup_any_method(host, path),
+            Some(m) => router.lookup_request(host, path, m, &view),
+            None => router.lookup_any_method(host, path, &view),
         },
         |route| server.with(route.and_then(|i| routes.path_policy(i)).as_ref()),
     )

@@ -5,7 +5,12 @@
 //! the cost grows with the depth of the path, not the number of routes, and the segment rule
 //! (`/orders` never matches `/ordersx`) holds by construction. Lookups borrow slices of the
 //! request path and never allocate.
+//!
+//! Header and query conditions (`match.headers`, `match.query`) are checked only on routes that
+//! have them; within a bucket, routes with more conditions come first (then file order), so the
+//! first route whose conditions hold wins at each prefix length.
 
+use super::conditions::{Conditions, RequestView};
 use super::methods::MethodSet;
 use crate::config::RouteConfig;
 use std::collections::HashMap;
@@ -48,6 +53,8 @@ struct CompiledRoute {
     methods: MethodSet,
     /// Normalised prefix without a trailing slash (except the root, `/`).
     prefix: Box<str>,
+    /// `None` for the common route without header/query conditions: no cost on lookup.
+    conditions: Option<Box<Conditions>>,
 }
 
 /// Result of a lookup.
@@ -63,7 +70,8 @@ pub enum Match {
 #[derive(Debug)]
 pub struct Router {
     routes: Vec<CompiledRoute>,
-    /// Prefix → route indices in file order (ties go to the earlier route).
+    /// Prefix → route indices, more conditions first, then file order (ties go to the
+    /// earlier route).
     buckets: HashMap<Box<str>, Vec<usize>>,
 }
 
@@ -104,7 +112,13 @@ impl Router {
                 host: HostMatch::parse(r.matcher.host.as_deref()),
                 methods: MethodSet::from_names(&r.matcher.methods),
                 prefix,
+                conditions: Conditions::compile(&r.matcher).map(Box::new),
             });
+        }
+        let count = |i: usize| compiled[i].conditions.as_ref().map_or(0, |c| c.count());
+        for bucket in buckets.values_mut() {
+            // Stable: equal counts keep file order.
+            bucket.sort_by_key(|&i| std::cmp::Reverse(count(i)));
         }
         Router {
             routes: compiled,
@@ -118,17 +132,37 @@ impl Router {
     }
 
     /// Find the route for a normalised path. `host` is the bare host (see [`host_only`]).
+    /// Routes with header or query conditions never match here (see [`Router::lookup_request`]).
     pub fn lookup(&self, host: &str, path: &str, method: &[u8]) -> Match {
-        self.find(host, path, |methods| methods.contains(method))
+        self.find(host, path, &RequestView::default(), |methods| {
+            methods.contains(method)
+        })
+    }
+
+    /// [`Router::lookup`] with the request's headers and query for routes with conditions.
+    pub fn lookup_request(
+        &self,
+        host: &str,
+        path: &str,
+        method: &[u8],
+        view: &RequestView,
+    ) -> Match {
+        self.find(host, path, view, |methods| methods.contains(method))
     }
 
     /// The route a path leads to whatever the method (a CORS preflight asks on behalf of a
     /// method it does not use itself).
-    pub fn lookup_any_method(&self, host: &str, path: &str) -> Match {
-        self.find(host, path, |_| true)
+    pub fn lookup_any_method(&self, host: &str, path: &str, view: &RequestView) -> Match {
+        self.find(host, path, view, |_| true)
     }
 
-    fn find(&self, host: &str, path: &str, accepts: impl Fn(MethodSet) -> bool) -> Match {
+    fn find(
+        &self,
+        host: &str,
+        path: &str,
+        view: &RequestView,
+        accepts: impl Fn(MethodSet) -> bool,
+    ) -> Match {
         let mut allowed = MethodSet::EMPTY;
         let mut end = path.len();
         loop {
@@ -138,6 +172,13 @@ impl Router {
                     let r = &self.routes[i];
                     if !r.host.matches(host) {
                         continue;
+                    }
+                    if let Some(c) = &r.conditions {
+                        // A route whose conditions fail is not there at all: it neither wins
+                        // nor adds its methods to a 405's `Allow`.
+                        if !c.hold(view) {
+                            continue;
+                        }
                     }
                     if accepts(r.methods) {
                         return Match::Found(i);
@@ -214,6 +255,78 @@ mod tests {
             "  - {name: reads, upstream: u, match: {path_prefix: /a/b, methods: [GET]}}\n  - {name: all, upstream: u, match: {path_prefix: /a}}\n",
         );
         assert_eq!(r.lookup("h", "/a/b", b"POST"), Match::Found(1));
+    }
+
+    fn view<'a>(headers: &'a http::HeaderMap, query: Option<&'a str>) -> RequestView<'a> {
+        RequestView {
+            headers: Some(headers),
+            query,
+        }
+    }
+
+    #[test]
+    fn more_conditions_beat_fewer_at_the_same_prefix_then_file_order() {
+        let r = router(
+            "  - {name: plain, upstream: u, match: {path_prefix: /o}}\n  - {name: v2, upstream: u, match: {path_prefix: /o, headers: {X-Api-Version: 2}}}\n  - {name: v2beta, upstream: u, match: {path_prefix: /o, headers: {X-Api-Version: 2}, query: {beta: \"1\"}}}\n  - {name: v2again, upstream: u, match: {path_prefix: /o, headers: {x-api-version: 2}}}\n",
+        );
+        let mut h = http::HeaderMap::new();
+        assert_eq!(
+            r.lookup_request("h", "/o", b"GET", &view(&h, None)),
+            Match::Found(0)
+        );
+        h.insert("x-api-version", "2".parse().unwrap());
+        assert_eq!(
+            r.lookup_request("h", "/o/1", b"GET", &view(&h, None)),
+            Match::Found(1)
+        );
+        assert_eq!(
+            r.lookup_request("h", "/o/1", b"GET", &view(&h, Some("beta=1"))),
+            Match::Found(2)
+        );
+        assert_eq!(r.lookup("h", "/o", b"GET"), Match::Found(0));
+    }
+
+    #[test]
+    fn a_longer_prefix_beats_more_conditions() {
+        let r = router(
+            "  - {name: cond, upstream: u, match: {path_prefix: /o, headers: {X-A: {present: true}}}}\n  - {name: deep, upstream: u, match: {path_prefix: /o/items}}\n",
+        );
+        let mut h = http::HeaderMap::new();
+        h.insert("x-a", "1".parse().unwrap());
+        assert_eq!(
+            r.lookup_request("h", "/o/items/1", b"GET", &view(&h, None)),
+            Match::Found(1)
+        );
+        assert_eq!(
+            r.lookup_request("h", "/o/x", b"GET", &view(&h, None)),
+            Match::Found(0)
+        );
+    }
+
+    #[test]
+    fn allow_lists_only_routes_whose_conditions_hold() {
+        let r = router(
+            "  - {name: v2, upstream: u, match: {path_prefix: /o, methods: [POST], headers: {X-Api-Version: 2}}}\n  - {name: v1, upstream: u, match: {path_prefix: /o, methods: [GET]}}\n",
+        );
+        let mut h = http::HeaderMap::new();
+        match r.lookup_request("h", "/o", b"DELETE", &view(&h, None)) {
+            Match::MethodNotAllowed(set) => assert_eq!(set.allow_header(), "GET, HEAD"),
+            other => panic!("expected 405, got {other:?}"),
+        }
+        h.insert("x-api-version", "2".parse().unwrap());
+        match r.lookup_request("h", "/o", b"DELETE", &view(&h, None)) {
+            Match::MethodNotAllowed(set) => assert_eq!(set.allow_header(), "GET, HEAD, POST"),
+            other => panic!("expected 405, got {other:?}"),
+        }
+        // only the method differs from the v2 route: GET falls through to v1
+        assert_eq!(
+            r.lookup_request("h", "/o", b"GET", &view(&h, None)),
+            Match::Found(1)
+        );
+        assert_eq!(
+            r.lookup_request("h", "/o", b"POST", &view(&h, None)),
+            Match::Found(0)
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use crate::auth::{Auth, RoutePolicy};
 use crate::config::path_policy::PathPolicyOverride;
+use crate::config::split::SplitBy;
 use crate::config::{Config, Problem};
 use crate::edge::{compress::Compress, cors::Cors, ip_rules::IpRules};
 use crate::header_ops::CompiledHeaderOps;
@@ -11,12 +12,19 @@ use crate::response_json::Policy;
 use crate::routing::request::RouteFacts;
 use crate::routing::rewrite::PrefixRewrite;
 use crate::routing::Router;
+use crate::upstream::mirror::Mirror;
+use crate::upstream::split::Split;
 use crate::upstream::{Pool, Pools};
 use std::sync::Arc;
 
 pub struct RouteRuntime {
     pub name: String,
+    /// The route's upstream; with `split`, its first side.
     pub pool: Arc<Pool>,
+    /// `split`: several upstreams by weight; `Ctx.side` indexes them.
+    pub split: Option<Split>,
+    /// `mirror`: shadow copies of a share of the traffic.
+    pub mirror: Option<Mirror>,
     pub prefix: String,
     pub rewrite: PrefixRewrite,
     pub request_headers: CompiledHeaderOps,
@@ -36,6 +44,16 @@ pub struct RouteRuntime {
     /// Remove the credential that authenticated before forwarding.
     pub hide_credentials: bool,
     pub compress: Option<Compress>,
+}
+
+impl RouteRuntime {
+    /// The pool of the side a request was sent to (always `pool` without `split`).
+    pub fn pool_for(&self, side: usize) -> &Arc<Pool> {
+        match &self.split {
+            Some(split) => split.pool(side),
+            None => &self.pool,
+        }
+    }
 }
 
 impl RouteFacts for [RouteRuntime] {
@@ -60,13 +78,41 @@ pub fn build(
     let mut routes = Vec::with_capacity(config.routes.len());
     for (i, r) in config.routes.iter().enumerate() {
         let at = format!("routes[{i}]");
-        let pool = pools.get(&r.upstream).cloned();
-        if pool.is_none() {
-            problems.push(Problem::new(
-                format!("{at}.upstream"),
-                format!("no upstream named {:?}", r.upstream),
-            ));
+        let mut found = Vec::new();
+        for (path, name) in r.upstream_refs() {
+            match pools.get(name) {
+                Some(p) => found.push(p.clone()),
+                None => problems.push(Problem::new(
+                    format!("{at}.{path}"),
+                    format!("no upstream named {name:?}"),
+                )),
+            }
         }
+        let split = match (&r.split, SplitBy::parse(r.split_by.as_deref())) {
+            (Some(sides), Ok(by)) if found.len() == sides.len() => Some(Split::new(
+                found
+                    .iter()
+                    .cloned()
+                    .zip(sides.iter().map(|s| s.weight))
+                    .collect(),
+                &by,
+            )),
+            _ => None,
+        };
+        let pool = found.into_iter().next();
+        let mirror = r
+            .mirror
+            .as_ref()
+            .and_then(|m| match pools.get(&m.upstream) {
+                Some(p) => Some(Mirror::new(&r.name, p.clone(), m)),
+                None => {
+                    problems.push(Problem::new(
+                        format!("{at}.mirror.upstream"),
+                        format!("no upstream named {:?}", m.upstream),
+                    ));
+                    None
+                }
+            });
         let at_json = format!("{at}.response_json");
         let response_json = r
             .response_json
@@ -104,6 +150,8 @@ pub fn build(
         routes.push(RouteRuntime {
             name: r.name.clone(),
             pool,
+            split,
+            mirror,
             prefix: router.prefix(i).to_string(),
             rewrite: PrefixRewrite::from_config(r.strip_prefix, r.rewrite_prefix.as_deref()),
             request_headers: CompiledHeaderOps::compile(&r.request_headers),

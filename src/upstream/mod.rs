@@ -4,9 +4,11 @@
 pub mod attempt;
 pub mod circuit;
 pub mod health;
+pub mod mirror;
 pub mod outlier;
 pub mod pool;
 pub mod retry;
+pub mod split;
 pub mod transport;
 
 pub use attempt::Attempts;
