@@ -198,14 +198,11 @@ pub fn build(
     for addr in &config.server.listen {
         proxy.add_listener(ListenerConfig::tcp(addr.as_str()).l4_buffer(buffers));
     }
-    if let Some(tls) = &tls {
+    if let (Some(tls), Some(certs)) = (&tls, &certs) {
         tls.publish_expiries();
         for addr in &config.server.tls_listen {
             let endpoint = ListenerConfig::tcp(addr.as_str()).l4_buffer(buffers);
-            let resolver = certs
-                .clone()
-                .unwrap_or_else(|| Arc::new(LiveCerts::new(tls.certificates.clone())));
-            proxy.add_listener(endpoint.tls(tls_settings(tls, resolver)?));
+            proxy.add_listener(endpoint.tls(tls_settings(tls, certs.clone())?));
         }
     }
     let proxy_handle = server.add_service(proxy);

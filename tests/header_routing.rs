@@ -159,16 +159,10 @@ async fn a_longer_prefix_beats_more_conditions() {
         .assert_gateway_error(404, "not_found");
 }
 
-const CHECK_BASE: &str = r#"server:
-  listen: ["127.0.0.1:18080"]
-  admin_listen: "127.0.0.1:19901"
-  pid_file: "@DIR@/tollgate.pid"
-  upgrade_sock: "@DIR@/upgrade.sock"
-  access_log: "off"
-upstreams:
-  orders:
-    backends: ["127.0.0.1:4001"]
-"#;
+const CHECK_BASE: &str = concat!(
+    check_server_section!(),
+    "upstreams:\n  orders:\n    backends: [\"127.0.0.1:4001\"]\n"
+);
 
 #[test]
 fn check_refuses_a_bad_regex_with_its_yaml_path() {

@@ -195,16 +195,10 @@ async fn a_hanging_shadow_fills_the_bound_and_overflow_is_dropped_and_counted() 
     held.abort();
 }
 
-const CHECK_BASE: &str = r#"server:
-  listen: ["127.0.0.1:18080"]
-  admin_listen: "127.0.0.1:19901"
-  pid_file: "@DIR@/tollgate.pid"
-  upgrade_sock: "@DIR@/upgrade.sock"
-  access_log: "off"
-upstreams:
-  v1:
-    backends: ["127.0.0.1:4001"]
-"#;
+const CHECK_BASE: &str = concat!(
+    check_server_section!(),
+    "upstreams:\n  v1:\n    backends: [\"127.0.0.1:4001\"]\n"
+);
 
 #[test]
 fn check_refuses_a_dangling_mirror_and_warns_about_a_self_mirror() {

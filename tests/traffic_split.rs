@@ -326,16 +326,10 @@ async fn a_side_without_healthy_backends_gives_its_share_to_the_other() {
     assert!(v2.hits() - v2_before > 10, "v2 never got its share back");
 }
 
-const CHECK_BASE: &str = r#"server:
-  listen: ["127.0.0.1:18080"]
-  admin_listen: "127.0.0.1:19901"
-  pid_file: "@DIR@/tollgate.pid"
-  upgrade_sock: "@DIR@/upgrade.sock"
-  access_log: "off"
-upstreams:
-  v1:
-    backends: ["127.0.0.1:4001"]
-"#;
+const CHECK_BASE: &str = concat!(
+    check_server_section!(),
+    "upstreams:\n  v1:\n    backends: [\"127.0.0.1:4001\"]\n"
+);
 
 #[test]
 fn check_refuses_dangling_sides_zero_weights_and_both_forms() {

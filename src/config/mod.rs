@@ -635,6 +635,12 @@ impl Config {
     /// Read and parse a file (shape errors only), relative key-file paths resolved against its
     /// directory; [`Config::problems`] then checks its meaning.
     pub fn read(path: &Path) -> Result<Config, Problems> {
+        Self::read_with_text(path).map(|(config, _)| config)
+    }
+
+    /// [`Config::read`], also returning the file's text (an in-place reload hashes exactly the
+    /// bytes it parsed).
+    pub fn read_with_text(path: &Path) -> Result<(Config, String), Problems> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Problems(vec![Problem::new(
                 String::new(),
@@ -643,7 +649,7 @@ impl Config {
         })?;
         let mut config = Self::parse(&text)?;
         config.resolve_paths(path.parent().unwrap_or_else(|| Path::new(".")));
-        Ok(config)
+        Ok((config, text))
     }
 
     /// Every problem this file has on its own (dangling names, bad addresses, conflicting

@@ -24,7 +24,7 @@ use crate::tls::client_cert::ClientCert;
 use crate::trace_context::{self, TraceContext};
 use crate::upstream::mirror::MirrorCopy;
 use crate::upstream::split::SplitInput;
-use crate::upstream::{retry, Attempts};
+use crate::upstream::{retry, Attempts, Pool};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -73,6 +73,12 @@ enum Admit {
 }
 
 impl Gateway {
+    /// The pool of the request's route and `split` side.
+    fn pool<'a>(&'a self, ctx: &Ctx) -> Option<&'a Arc<Pool>> {
+        let route = &self.routes[ctx.route?];
+        Some(route.pool_for(ctx.side.unwrap_or(0)))
+    }
+
     fn route(&self, ctx: &Ctx) -> Option<&RouteRuntime> {
         ctx.route.map(|i| &self.routes[i])
     }
@@ -354,10 +360,8 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         e: Box<Error>,
     ) -> Box<Error> {
-        match ctx.route.map(|i| &self.routes[i]) {
-            Some(route) => ctx
-                .attempts
-                .connect_failed(route.pool_for(ctx.side.unwrap_or(0)), e),
+        match self.pool(ctx) {
+            Some(pool) => ctx.attempts.connect_failed(pool, e),
             None => e,
         }
     }
@@ -371,8 +375,7 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let e = e.more_context(format!("Peer: {peer}"));
-        let side = ctx.side.unwrap_or(0);
-        let pool = ctx.route.map(|i| self.routes[i].pool_for(side).as_ref());
+        let pool = self.pool(ctx).map(Arc::as_ref);
         ctx.attempts
             .proxy_failed(pool, e, retry::replayable(session), client_reused)
     }
@@ -393,8 +396,7 @@ impl ProxyHttp for Gateway {
         let original = session.req_header();
         ctx.client
             .set_upstream_headers(upstream, original, request_host(original))?;
-        if let Some(route) = self.route(ctx) {
-            let pool = route.pool_for(ctx.side.unwrap_or(0));
+        if let (Some(route), Some(pool)) = (self.route(ctx), self.pool(ctx)) {
             if let (false, Some(addr)) = (pool.preserve_host, ctx.attempts.backend()) {
                 upstream.insert_header("Host", pool.host_header(addr))?;
             }
@@ -424,15 +426,12 @@ impl ProxyHttp for Gateway {
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        let Some(route) = ctx.route.map(|i| &self.routes[i]) else {
+        let (Some(route), Some(pool)) = (ctx.route.map(|i| &self.routes[i]), self.pool(ctx)) else {
             return Ok(());
         };
         let status = resp.status.as_u16();
-        ctx.attempts.response_head(
-            route.pool_for(ctx.side.unwrap_or(0)),
-            status,
-            retry::replayable(session),
-        )?;
+        ctx.attempts
+            .response_head(pool, status, retry::replayable(session))?;
         let head = session.req_header().method == http::Method::HEAD;
         if let Some(policy) = &route.response_json {
             let (name, id) = (route.name.as_str(), ctx.request_id.as_str());
@@ -512,9 +511,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if let Some(route) = ctx.route.map(|i| &self.routes[i]) {
-            ctx.attempts
-                .finished(route.pool_for(ctx.side.unwrap_or(0)), e);
+        if let (Some(route), Some(pool)) = (ctx.route.map(|i| &self.routes[i]), self.pool(ctx)) {
+            ctx.attempts.finished(pool, e);
             // The client has its answer: only now is the copy sent, on its own task.
             if let (Some(m), Some(copy)) = (&route.mirror, ctx.mirror.take()) {
                 m.send(copy);
@@ -528,7 +526,7 @@ impl ProxyHttp for Gateway {
                 req: session.req_header(),
                 status: session.response_written().map_or(0, |r| r.status.as_u16()),
                 route: route.map_or(UNMATCHED, |r| r.name.as_str()),
-                upstream: route.map(|r| r.pool_for(ctx.side.unwrap_or(0)).name.as_str()),
+                upstream: self.pool(ctx).map(|p| p.name.as_str()),
                 backend: ctx.attempts.backend(),
                 seconds: ctx.start.map_or(0.0, |t| t.elapsed().as_secs_f64()),
                 upstream_seconds: ctx.attempts.latency,

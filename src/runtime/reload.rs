@@ -7,7 +7,7 @@
 
 use super::live::{Generation, Live};
 use super::Runtime;
-use crate::config::{Config, Problem, Problems};
+use crate::config::{Config, Problems};
 use crate::drain::Draining;
 use crate::observability::metrics::METRICS;
 use crate::tls::LiveCerts;
@@ -41,13 +41,7 @@ impl Reloader {
     /// Build the file's config next to the serving one and swap it in, or refuse it.
     pub async fn reload(&self) -> Result<Reloaded, Problems> {
         let current = self.live.current();
-        let text = std::fs::read(&self.path).map_err(|e| {
-            Problems(vec![Problem::new(
-                "",
-                format!("cannot read {}: {e}", self.path.display()),
-            )])
-        })?;
-        let config = Config::read(&self.path)?;
+        let (config, text) = Config::read_with_text(&self.path)?;
         let runtime = Runtime::rebuild(&config, self.draining.clone(), &current)?;
         let not_applied = needs_upgrade(&current.config, &config);
         if let (Some(certs), Some(tls)) = (&self.certs, &runtime.tls) {
@@ -72,7 +66,13 @@ impl Reloader {
             }
         }
         let number = current.number + 1;
-        let next = Generation::new(runtime.gateway, runtime.pools, config, number, &text);
+        let next = Generation::new(
+            runtime.gateway,
+            runtime.pools,
+            config,
+            number,
+            text.as_bytes(),
+        );
         let hash = next.hash.clone();
         self.live.swap(next);
         METRICS.config_generation.set(number as i64);

@@ -47,6 +47,15 @@ pub fn gateway_yaml(
     yaml
 }
 
+/// The `server:` section of a config that is only ever given to `tollgate check` (ports are
+/// never bound). A macro so that a file's own constant can extend it with `concat!`.
+#[macro_export]
+macro_rules! check_server_section {
+    () => {
+        "server:\n  listen: [\"127.0.0.1:18080\"]\n  admin_listen: \"127.0.0.1:19901\"\n  pid_file: \"@DIR@/tollgate.pid\"\n  upgrade_sock: \"@DIR@/upgrade.sock\"\n  access_log: \"off\"\n"
+    };
+}
+
 /// `kill -<sig> <pid>`; panics if `kill` cannot be run or reports failure.
 pub fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
