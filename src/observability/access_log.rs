@@ -36,10 +36,11 @@ impl Destination {
 /// The fields of DESIGN.md's access log, in its order.
 #[derive(Debug, Serialize)]
 pub struct Entry<'a> {
-    pub ts: String,
+    #[serde(serialize_with = "as_text")]
+    pub ts: humantime::Rfc3339Timestamp,
     pub request_id: &'a str,
     pub trace_id: Option<&'a str>,
-    pub client_ip: Option<String>,
+    pub client_ip: Option<std::net::IpAddr>,
     pub method: &'a str,
     /// `HTTP/1.1` or `HTTP/2.0`.
     pub protocol: &'a str,
@@ -47,7 +48,7 @@ pub struct Entry<'a> {
     pub path: &'a str,
     pub route: &'a str,
     pub upstream: Option<&'a str>,
-    pub backend: Option<String>,
+    pub backend: Option<std::net::SocketAddr>,
     pub status: u16,
     pub latency_ms: f64,
     pub upstream_latency_ms: Option<f64>,
@@ -98,10 +99,11 @@ impl AccessLog {
         let Some(tx) = self.sender.get_or_init(|| self.start()) else {
             return;
         };
-        let mut line = match serde_json::to_vec(entry) {
-            Ok(l) => l,
-            Err(_) => return,
-        };
+        // Room for a typical line, so serialising does not grow the buffer several times.
+        let mut line = Vec::with_capacity(LINE_CAPACITY);
+        if serde_json::to_writer(&mut line, entry).is_err() {
+            return;
+        }
         line.push(b'\n');
         match tx.try_send(line) {
             Ok(()) => {}
@@ -183,9 +185,17 @@ fn open(destination: &Destination) -> Option<Box<dyn Write + Send>> {
     }
 }
 
-/// RFC 3339 UTC timestamp with milliseconds.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+/// RFC 3339 UTC timestamp with milliseconds (formatted when the line is serialised).
+pub fn now_rfc3339() -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now())
+}
+
+/// Lines are a few hundred bytes; a long user agent or path still grows the buffer.
+const LINE_CAPACITY: usize = 512;
+
+/// Writes a `Display` value as a JSON string without an intermediate `String`.
+fn as_text<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 #[cfg(test)]
@@ -201,7 +211,7 @@ mod tests {
             ts: now_rfc3339(),
             request_id: "r1",
             trace_id: None,
-            client_ip: Some("127.0.0.1".into()),
+            client_ip: Some([127, 0, 0, 1].into()),
             method: "GET",
             protocol: "HTTP/1.1",
             host: "h",

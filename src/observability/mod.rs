@@ -3,10 +3,12 @@
 
 pub mod access_log;
 pub mod metrics;
+pub mod route_metrics;
 
 use access_log::{AccessLog, Entry};
 use metrics::METRICS;
 use pingora::http::RequestHeader;
+use route_metrics::RouteMetrics;
 use std::net::{IpAddr, SocketAddr};
 
 /// Label used for requests that matched no route (bounded metric cardinality).
@@ -37,7 +39,11 @@ pub struct Finished<'a> {
     pub status: u16,
     /// The route name, or [`UNMATCHED`].
     pub route: &'a str,
+    /// The route's metric series ([`RouteMetrics::unmatched`] without a route).
+    pub metrics: &'a RouteMetrics,
     pub upstream: Option<&'a str>,
+    /// The `split` side the upstream was on (0 without `split`).
+    pub side: usize,
     pub backend: Option<SocketAddr>,
     pub seconds: f64,
     pub upstream_seconds: Option<f64>,
@@ -51,22 +57,9 @@ pub struct Finished<'a> {
 
 /// Count the request in the metrics and write its access-log line.
 pub fn request_finished(log: &AccessLog, f: &Finished<'_>) {
-    let status_label = http::StatusCode::from_u16(f.status)
-        .map(|s| s.as_str().to_owned())
-        .unwrap_or_else(|_| "0".to_owned());
-    METRICS
-        .requests
-        .with_label_values(&[f.route, metrics::method_label(&f.req.method), &status_label])
-        .inc();
-    METRICS
-        .request_duration
-        .with_label_values(&[f.route])
-        .observe(f.seconds);
-    if let (Some(upstream), Some(up)) = (f.upstream, f.upstream_seconds) {
-        METRICS
-            .upstream_duration
-            .with_label_values(&[upstream])
-            .observe(up);
+    f.metrics.record(&f.req.method, f.status, f.seconds);
+    if let Some(up) = f.upstream_seconds {
+        f.metrics.upstream(f.side, up);
     }
     if !log.enabled() {
         return;
@@ -76,7 +69,7 @@ pub fn request_finished(log: &AccessLog, f: &Finished<'_>) {
         ts: access_log::now_rfc3339(),
         request_id: f.request_id,
         trace_id: f.trace_id,
-        client_ip: f.client_ip.map(|ip| ip.to_string()),
+        client_ip: f.client_ip,
         method: f.req.method.as_str(),
         protocol: match f.req.version {
             http::Version::HTTP_2 => "HTTP/2",
@@ -88,7 +81,7 @@ pub fn request_finished(log: &AccessLog, f: &Finished<'_>) {
         path: f.req.uri.path(),
         route: f.route,
         upstream: f.upstream,
-        backend: f.backend.map(|b| b.to_string()),
+        backend: f.backend,
         status: f.status,
         latency_ms: f.seconds * 1000.0,
         upstream_latency_ms: f.upstream_seconds.map(|s| s * 1000.0),

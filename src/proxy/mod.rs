@@ -11,6 +11,7 @@ use crate::edge::{compress::Encoder, cors};
 use crate::forwarded::Client;
 use crate::listener::{content_length, head_size};
 use crate::observability::metrics::METRICS;
+use crate::observability::route_metrics::RouteMetrics;
 use crate::observability::{self, Finished, UNMATCHED};
 use crate::rate_limit::{self, key::RequestFacts};
 use crate::reply::{self, classify, GatewayError, Refusal};
@@ -526,6 +527,8 @@ impl ProxyHttp for Gateway {
                 req: session.req_header(),
                 status: session.response_written().map_or(0, |r| r.status.as_u16()),
                 route: route.map_or(UNMATCHED, |r| r.name.as_str()),
+                metrics: route.map_or(RouteMetrics::unmatched(), |r| &r.metrics),
+                side: ctx.side.unwrap_or(0),
                 upstream: self.pool(ctx).map(|p| p.name.as_str()),
                 backend: ctx.attempts.backend(),
                 seconds: ctx.start.map_or(0.0, |t| t.elapsed().as_secs_f64()),

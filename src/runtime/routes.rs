@@ -7,6 +7,7 @@ use crate::config::split::SplitBy;
 use crate::config::{Config, Problem};
 use crate::edge::{compress::Compress, cors::Cors, ip_rules::IpRules};
 use crate::header_ops::CompiledHeaderOps;
+use crate::observability::route_metrics::RouteMetrics;
 use crate::rate_limit::RateLimiter;
 use crate::response_json::Policy;
 use crate::routing::request::RouteFacts;
@@ -44,6 +45,8 @@ pub struct RouteRuntime {
     /// Remove the credential that authenticated before forwarding.
     pub hide_credentials: bool,
     pub compress: Option<Compress>,
+    /// The route's metric series, resolved once.
+    pub metrics: RouteMetrics,
 }
 
 impl RouteRuntime {
@@ -147,7 +150,12 @@ pub fn build(
                     None
                 });
         let Some(pool) = pool else { continue };
+        let metrics = match &split {
+            Some(split) => RouteMetrics::new(&r.name, split.pools().map(|p| p.name.as_str())),
+            None => RouteMetrics::new(&r.name, [pool.name.as_str()]),
+        };
         routes.push(RouteRuntime {
+            metrics,
             name: r.name.clone(),
             pool,
             split,

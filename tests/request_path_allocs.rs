@@ -1,0 +1,242 @@
+//! Issue 17: the per-request allocation count of the policy path is pinned, so it cannot grow
+//! silently. A counting global allocator (this test binary's own) counts every allocation
+//! while the real `ProxyHttp` phases of a built gateway run on a real Pingora HTTP/1 session
+//! over an in-memory stream: the same code the binary runs per request, minus the sockets.
+//!
+//! The budgets are the counts measured when the test was written plus a little slack; a change
+//! that adds allocations to the request path must raise them on purpose (and say why).
+//! `cargo test --release --test request_path_allocs -- --nocapture` prints the count per phase.
+
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{ProxyHttp, Session};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::io::AsyncWriteExt;
+use tollgate::config::Config;
+use tollgate::drain::Draining;
+use tollgate::runtime::{Gateway, Runtime};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The counter is global: tests run one at a time so none counts another's allocations.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-request-path-allocs";
+
+/// Allocations of each phase, summed over the measured requests.
+#[derive(Default, Debug)]
+struct Phases {
+    request_filter: usize,
+    upstream_peer: usize,
+    upstream_request_filter: usize,
+    upstream_response_filter: usize,
+    response_filter: usize,
+    response_body_filter: usize,
+    logging: usize,
+}
+
+impl Phases {
+    fn total(&self) -> usize {
+        self.request_filter
+            + self.upstream_peer
+            + self.upstream_request_filter
+            + self.upstream_response_filter
+            + self.response_filter
+            + self.response_body_filter
+            + self.logging
+    }
+}
+
+/// Runs one request through the gateway's phases, adding each phase's allocations to `p`.
+/// What Pingora itself does between the phases (reading the head, copying it for the
+/// upstream, building the response head) is outside the counts: that is the framework's.
+async fn one_request(gw: &Gateway, head: &[u8], p: &mut Phases) {
+    let (mut client, server) = tokio::io::duplex(64 * 1024);
+    client.write_all(head).await.expect("write request");
+    let mut session = Session::new_h1(Box::new(server));
+    assert!(session.read_request().await.expect("parse request"));
+    let mut ctx = gw.new_ctx();
+
+    macro_rules! phase {
+        ($slot:ident, $e:expr) => {{
+            let before = ALLOCS.load(Ordering::Relaxed);
+            let v = $e;
+            p.$slot += ALLOCS.load(Ordering::Relaxed) - before;
+            v
+        }};
+    }
+
+    let answered = phase!(
+        request_filter,
+        gw.request_filter(&mut session, &mut ctx).await
+    );
+    assert!(
+        !answered.expect("request_filter"),
+        "the request was refused"
+    );
+    let peer = phase!(
+        upstream_peer,
+        gw.upstream_peer(&mut session, &mut ctx).await
+    );
+    drop(peer.expect("a peer"));
+    let mut upstream: RequestHeader = session.req_header().clone();
+    phase!(
+        upstream_request_filter,
+        gw.upstream_request_filter(&mut session, &mut upstream, &mut ctx)
+            .await
+            .expect("upstream_request_filter")
+    );
+    let mut resp = ResponseHeader::build(200, Some(4)).expect("response head");
+    resp.append_header("Content-Type", "application/json")
+        .expect("header");
+    resp.append_header("Content-Length", "14").expect("header");
+    phase!(
+        upstream_response_filter,
+        gw.upstream_response_filter(&mut session, &mut resp, &mut ctx)
+            .await
+            .expect("upstream_response_filter")
+    );
+    phase!(
+        response_filter,
+        gw.response_filter(&mut session, &mut resp, &mut ctx)
+            .await
+            .expect("response_filter")
+    );
+    let mut body = Some(Bytes::from_static(b"{\"id\":7,\"x\":1}"));
+    phase!(
+        response_body_filter,
+        gw.response_body_filter(&mut session, &mut body, true, &mut ctx)
+            .expect("response_body_filter")
+    );
+    phase!(logging, gw.logging(&mut session, None, &mut ctx).await);
+    drop(ctx);
+}
+
+/// Builds the gateway of `yaml`, warms it up (first-use lazies: metric series, the access log
+/// writer, the token cache), then returns the allocations per request of each phase.
+fn measure(yaml: &str, head: &[u8]) -> Phases {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("jwt-secret"), SECRET).expect("secret");
+    let yaml = yaml.replace("__DIR__", &dir.path().display().to_string());
+    let path = dir.path().join("tollgate.yaml");
+    std::fs::write(&path, yaml).expect("config");
+    let (_config, runtime): (Config, Runtime) =
+        Runtime::load(&path, Draining::default()).expect("valid config");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    const REQUESTS: usize = 200;
+    rt.block_on(async {
+        let mut warm = Phases::default();
+        for _ in 0..20 {
+            one_request(&runtime.gateway, head, &mut warm).await;
+        }
+        let mut p = Phases::default();
+        for _ in 0..REQUESTS {
+            one_request(&runtime.gateway, head, &mut p).await;
+        }
+        Phases {
+            request_filter: p.request_filter / REQUESTS,
+            upstream_peer: p.upstream_peer / REQUESTS,
+            upstream_request_filter: p.upstream_request_filter / REQUESTS,
+            upstream_response_filter: p.upstream_response_filter / REQUESTS,
+            response_filter: p.response_filter / REQUESTS,
+            response_body_filter: p.response_body_filter / REQUESTS,
+            logging: p.logging / REQUESTS,
+        }
+    })
+}
+
+const ROUTING: &str = "
+server: {access_log: \"off\"}
+upstreams:
+  up: {backends: [\"127.0.0.1:4900\"], retries: 0}
+routes:
+  - {name: all, upstream: up}
+";
+
+/// compare.sh's full configuration: JWT (HS256), a client-IP limit and the access log to a file.
+const FULL: &str = "
+server: {access_log: \"__DIR__/access.log\"}
+upstreams:
+  up: {backends: [\"127.0.0.1:4900\"], retries: 0}
+auth:
+  jwt:
+    bench: {algorithms: [HS256], secret_file: jwt-secret, issuer: bench, audience: api}
+rate_limits:
+  per_ip: {key: client_ip, requests: 100000000, per: 1s}
+routes:
+  - name: all
+    upstream: up
+    auth: {jwt: bench, required: always}
+    rate_limit: per_ip
+";
+
+fn token() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let claims =
+        serde_json::json!({"sub": "bench", "iss": "bench", "aud": "api", "exp": now + 3600});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("token")
+}
+
+#[test]
+fn routing_only_request_path_stays_within_its_allocation_budget() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let head = b"GET /orders/7?x=1 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
+    let p = measure(ROUTING, head);
+    eprintln!(
+        "routing only, allocations per request: {p:?} total {}",
+        p.total()
+    );
+    assert!(p.total() <= BUDGET_ROUTING, "{p:?}: over {BUDGET_ROUTING}");
+}
+
+#[test]
+fn full_policy_request_path_stays_within_its_allocation_budget() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let head = format!(
+        "GET /orders/7?x=1 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: wrk\r\nAccept: */*\r\nAuthorization: Bearer {}\r\n\r\n",
+        token()
+    );
+    let p = measure(FULL, head.as_bytes());
+    eprintln!(
+        "full policy, allocations per request: {p:?} total {}",
+        p.total()
+    );
+    assert!(p.total() <= BUDGET_FULL, "{p:?}: over {BUDGET_FULL}");
+}
+
+/// Measured 35 when written (2026-12-07): ids, `X-Forwarded-*`, `traceparent` and
+/// `X-Request-Id` header names and values (Pingora parses every inserted name into a
+/// `HeaderName` and keeps a case-preserving copy), the growth of both header maps, the peer.
+const BUDGET_ROUTING: usize = 38;
+/// Measured 51: routing's plus the `X-RateLimit-*` headers and the access log line.
+const BUDGET_FULL: usize = 54;
