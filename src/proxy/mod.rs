@@ -54,7 +54,7 @@ pub struct Ctx {
     /// This request's `mirror` copy, while it is collected (sent from `logging`).
     mirror: Option<MirrorCopy>,
     /// Set when this response's JSON body is being stripped.
-    body_filter: Option<BodyFilter>,
+    body_filter: Option<Box<BodyFilter>>,
     /// The credential that authenticated (removed upstream on `hide_credentials` routes).
     credential: Option<Credential>,
     /// Set when this response's body is being compressed (after any JSON stripping).

@@ -24,8 +24,11 @@ pub fn on_response_head(
     resp: &mut ResponseHeader,
     route: &str,
     request_id: &str,
-) -> pingora::Result<Option<BodyFilter>> {
-    decide(policy, head_request, resp).or_else(|reason| {
+) -> pingora::Result<Option<Box<BodyFilter>>> {
+    // Boxed: the filter is a few hundred bytes that every request's context would otherwise
+    // carry (and Pingora's per-request future copies), stripped or not.
+    let decided = decide(policy, head_request, resp).map(|f| f.map(Box::new));
+    decided.or_else(|reason| {
         tracing::warn!(
             request_id,
             route,
@@ -43,7 +46,7 @@ pub fn on_response_head(
 /// A body chunk through the route's filter. When the body cannot be sanitised, the head is gone
 /// already: the error cuts the connection (fail closed; nothing unstripped was forwarded).
 pub fn on_body(
-    filter: &mut Option<BodyFilter>,
+    filter: &mut Option<Box<BodyFilter>>,
     body: &mut Option<Bytes>,
     end_of_stream: bool,
     route: &str,
