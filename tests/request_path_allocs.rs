@@ -250,9 +250,9 @@ const BUDGET_FULL: usize = 54;
 fn per_request_state_adds_little_to_the_frameworks() {
     let conf = std::sync::Arc::new(pingora::server::configuration::ServerConf::default());
     let config = Config::load_str(ROUTING).expect("valid");
-    let runtime = Runtime::build(&config, Draining::default())
-        .ok()
-        .expect("runtime");
+    let Ok(runtime) = Runtime::build(&config, Draining::default()) else {
+        panic!("the routing config builds");
+    };
     let ours = request_future_size(pingora::proxy::http_proxy(&conf, runtime.gateway));
     let floor = request_future_size(pingora::proxy::http_proxy(&conf, PeerOnly));
     eprintln!("per-request future: tollgate {ours} bytes, bare Pingora {floor} bytes");
