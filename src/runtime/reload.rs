@@ -60,6 +60,11 @@ impl Reloader {
         for pool in fresh {
             tokio::spawn(health::probe_loop(pool));
         }
+        // A changed `tracing` section has a new tracer: its export loop runs from now on, on
+        // this background runtime; the old loop ends with the old generation's last request.
+        if let Some(export) = runtime.gateway.trace_export() {
+            tokio::spawn(export.run(None));
+        }
         for old in current.pools.iter() {
             if !runtime.pools.iter().any(|p| Arc::ptr_eq(old, p)) {
                 old.retired.store(true, Ordering::Release);
