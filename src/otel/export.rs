@@ -129,8 +129,8 @@ impl ExportLoop {
         Ok(exporter)
     }
 
-    /// Export until the queue closes. `shutdown`: the service's watch (a loop started by a
-    /// reload has none; it ends with its generation).
+    /// Export until the queue closes (its generation is gone). `shutdown`: the process's
+    /// watch; once a shutdown begins, batches go out after at most 100 ms.
     pub async fn run(mut self, mut shutdown: Option<ShutdownWatch>) {
         let exporter = match self.exporter() {
             Ok(e) => e,
