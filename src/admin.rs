@@ -74,7 +74,8 @@ impl Admin {
 
 /// The effective config (defaults filled in) as JSON, without what must not leave the box:
 /// a Redis URL's password and the API keys' digests (a digest of a short key can be reversed by
-/// brute force). Key files are shown by path only; secrets in environment variables by name.
+/// brute force), and the values of `tracing.otlp.headers` (collector credentials). Key files are
+/// shown by path only; secrets in environment variables by name.
 pub fn redacted(config: &crate::config::Config) -> serde_json::Value {
     let mut v = serde_json::to_value(config).unwrap_or_default();
     if let Some(url) = v.pointer_mut("/redis/url") {
@@ -93,6 +94,14 @@ pub fn redacted(config: &crate::config::Config) -> serde_json::Value {
                     *digest = serde_json::Value::String("<redacted>".into());
                 }
             }
+        }
+    }
+    if let Some(headers) = v
+        .pointer_mut("/tracing/otlp/headers")
+        .and_then(|h| h.as_object_mut())
+    {
+        for value in headers.values_mut() {
+            *value = serde_json::Value::String("<redacted>".into());
         }
     }
     v
@@ -182,16 +191,18 @@ mod tests {
         let config = crate::config::Config::load_str(
             "upstreams:\n  u: {backends: [\"127.0.0.1:1\"]}\n\
              redis: {url: \"redis://:hunter2@127.0.0.1:6379\"}\n\
+             tracing: {otlp: {endpoint: \"http://127.0.0.1:4318\", headers: {x-api-key: sesame}}}\n\
              auth:\n  api_keys:\n    p:\n      keys: [{id: acme, sha256: \"2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\"}]\n\
              routes:\n  - {name: r, upstream: u, auth: {api_key: p}}\n",
         )
         .expect("valid config");
         let text = redacted(&config).to_string();
         assert!(
-            !text.contains("hunter2") && !text.contains("2c26b46b"),
+            !text.contains("hunter2") && !text.contains("2c26b46b") && !text.contains("sesame"),
             "{text}"
         );
         assert!(text.contains("\"id\":\"acme\""), "{text}");
+        assert!(text.contains("\"x-api-key\":\"<redacted>\""), "{text}");
         assert!(
             text.contains("\"max_request_body\""),
             "defaults are shown: {text}"

@@ -13,7 +13,7 @@
 //!    and retries of one request), `response_json` (stripping JSON fields), `forwarded`
 //!    (client address, `X-Forwarded-*`), `header_ops`, `trace_context`, `request_id`;
 //!    `listener` (connection cap, head deadline, byte-level framing checks below HTTP),
-//!    `observability` (metrics, access log), `reply` (every answer the gateway writes itself),
+//!    `observability` (metrics, access log), `otel` (OpenTelemetry spans and their export), `reply` (every answer the gateway writes itself),
 //!    `drain` (signals, `Connection: close`, exiting once drained).
 //! 3. **`runtime`** — the composition root: `Runtime::build` builds every runtime object once;
 //!    `check` builds and drops, `run` builds and serves.
@@ -35,6 +35,7 @@ pub mod fuzz_entry;
 pub mod header_ops;
 pub mod listener;
 pub mod observability;
+pub mod otel;
 pub mod proxy;
 pub mod rate_limit;
 pub mod reply;

@@ -118,6 +118,7 @@ pub fn build(
         tls,
     } = runtime;
     let limit_sync = gateway.rate_limit_sync();
+    let trace_export = gateway.trace_export();
     let draining = gateway.draining.clone();
     let text = source
         .and_then(|p| std::fs::read(p).ok())
@@ -162,6 +163,12 @@ pub fn build(
     let health_handle = server.add_service(health);
     if let Some(sync) = limit_sync {
         server.add_service(background_service("rate limit sync", sync));
+    }
+    if let Some(export) = trace_export {
+        let mut service =
+            background_service("trace export", crate::otel::ExportService::new(export));
+        service.threads = Some(1);
+        server.add_service(service);
     }
     for h in &extra_handles {
         health_handle.add_dependency(h);

@@ -29,6 +29,19 @@ fn is_lower_hex(s: &str) -> bool {
 
 /// The trace id of a valid version-00 (or future-version) `traceparent`.
 pub fn parse(value: &str) -> Option<&str> {
+    parts(value).map(|p| p.trace_id)
+}
+
+/// The fields of a valid `traceparent`, as lower-case hex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts<'a> {
+    pub trace_id: &'a str,
+    pub parent_id: &'a str,
+    pub flags: &'a str,
+}
+
+/// The fields of a valid version-00 (or future-version) `traceparent`.
+pub fn parts(value: &str) -> Option<Parts<'_>> {
     let mut parts = value.trim().split('-');
     let version = parts.next()?;
     let trace_id = parts.next()?;
@@ -49,7 +62,11 @@ pub fn parse(value: &str) -> Option<&str> {
     if flags.len() != 2 || !is_lower_hex(flags) {
         return None;
     }
-    Some(trace_id)
+    Some(Parts {
+        trace_id,
+        parent_id,
+        flags,
+    })
 }
 
 impl TraceContext {

@@ -14,6 +14,7 @@ mod problem;
 pub mod rate_limit;
 pub mod split;
 pub mod tls;
+pub mod trace_export;
 mod units;
 pub mod upstream_transport;
 mod validate;
@@ -46,6 +47,9 @@ pub struct Config {
     pub redis: Option<rate_limit::RedisConfig>,
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// OpenTelemetry span export (OTLP); absent: no spans.
+    #[serde(default)]
+    pub tracing: Option<trace_export::TracingConfig>,
 }
 
 /// Listener and process settings; most map straight onto Pingora's `ServerConf`.

@@ -20,6 +20,9 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
         check_rate_limit(name, limit, &mut out);
     }
     check_redis(config, &mut out);
+    if let Some(tracing) = &config.tracing {
+        super::trace_export::check(tracing, &mut out);
+    }
     if config.routes.is_empty() {
         out.push(Problem::new("routes", "at least one route is required"));
     }

@@ -39,6 +39,9 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub ip_denied: IntCounterVec,
+    /// Spans not exported, by reason: queue_full (the exporter fell behind), export_failed.
+    pub trace_spans_dropped: IntCounterVec,
+    pub trace_spans_exported: prometheus::IntCounter,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -202,6 +205,19 @@ fn build() -> prometheus::Result<Metrics> {
         "Generation of the config being served: 1 at start, +1 per successful reload",
     )?;
     registry.register(Box::new(config_generation.clone()))?;
+    let trace_spans_dropped = IntCounterVec::new(
+        Opts::new(
+            "tollgate_trace_spans_dropped_total",
+            "Spans not exported, by reason: queue_full (the export queue was full), export_failed (the collector failed or did not answer in time)",
+        ),
+        &["reason"],
+    )?;
+    registry.register(Box::new(trace_spans_dropped.clone()))?;
+    let trace_spans_exported = prometheus::IntCounter::new(
+        "tollgate_trace_spans_exported_total",
+        "Spans the OTLP collector accepted",
+    )?;
+    registry.register(Box::new(trace_spans_exported.clone()))?;
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -240,6 +256,8 @@ fn build() -> prometheus::Result<Metrics> {
         config_reloads,
         config_generation,
         ip_denied,
+        trace_spans_dropped,
+        trace_spans_exported,
     })
 }
 

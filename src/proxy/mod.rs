@@ -13,6 +13,7 @@ use crate::listener::{content_length, head_size};
 use crate::observability::metrics::METRICS;
 use crate::observability::route_metrics::RouteMetrics;
 use crate::observability::{self, Finished, UNMATCHED};
+use crate::otel::{spans::Outcome, RequestSpans};
 use crate::rate_limit::{self, key::RequestFacts};
 use crate::reply::{self, classify, GatewayError, Refusal};
 use crate::request_id;
@@ -63,6 +64,8 @@ pub struct Ctx {
     error: Option<&'static str>,
     /// Counted in `tollgate_http_requests_in_flight` while held.
     in_flight: Option<observability::InFlight>,
+    /// This request's OpenTelemetry spans (`tracing.otlp` only; `None` costs nothing).
+    spans: Option<Box<RequestSpans>>,
 }
 
 /// What admission decided for a request that was not refused.
@@ -289,6 +292,13 @@ impl ProxyHttp for Gateway {
         let xff = header_str(req, "x-forwarded-for");
         ctx.client = self.trusted.client(peer, xff, tls);
         ctx.client.certificate = ClientCert::of(digest);
+        if let Some(tracing) = &self.tracing {
+            let spans = RequestSpans::start(tracing, req, ctx.client.ip, tls);
+            if let Some(trace) = ctx.trace.as_mut() {
+                spans.adopt(trace);
+            }
+            ctx.spans = Some(Box::new(spans));
+        }
         // Idle keep-alive is bounded (Pingora's default after the first request is forever).
         if session.as_ref().get_keepalive().is_some() && !self.draining.active() {
             session.set_keepalive(Some(self.idle_timeout_secs));
@@ -351,7 +361,14 @@ impl ProxyHttp for Gateway {
                 side
             }
         };
-        ctx.attempts.next_peer(route.pool_for(side)).await
+        let pool = route.pool_for(side);
+        let peer = ctx.attempts.next_peer(pool).await?;
+        if let (Some(spans), Some(backend)) = (ctx.spans.as_mut(), ctx.attempts.backend()) {
+            let req = session.req_header();
+            let path = ctx.upstream_path.as_deref().unwrap_or(req.uri.path());
+            spans.attempt_started(&pool.name, backend, pool.transport.is_tls(), path);
+        }
+        Ok(peer)
     }
 
     fn fail_to_connect(
@@ -361,6 +378,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(spans) = ctx.spans.as_mut() {
+            spans.attempt_failed(&e);
+        }
         match self.pool(ctx) {
             Some(pool) => ctx.attempts.connect_failed(pool, e),
             None => e,
@@ -375,6 +395,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         client_reused: bool,
     ) -> Box<Error> {
+        if let Some(spans) = ctx.spans.as_mut() {
+            spans.attempt_failed(&e);
+        }
         let e = e.more_context(format!("Peer: {peer}"));
         let pool = self.pool(ctx).map(Arc::as_ref);
         ctx.attempts
@@ -393,6 +416,10 @@ impl ProxyHttp for Gateway {
         upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         if let Some(trace) = &ctx.trace {
             trace.set_upstream(upstream)?;
+        }
+        // With tracing, the backend's parent is this attempt's client span.
+        if let Some(traceparent) = ctx.spans.as_ref().and_then(|s| s.upstream_traceparent()) {
+            upstream.insert_header("traceparent", traceparent)?;
         }
         let original = session.req_header();
         ctx.client
@@ -431,6 +458,9 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         let status = resp.status.as_u16();
+        if let Some(spans) = ctx.spans.as_mut() {
+            spans.attempt_answered(status);
+        }
         ctx.attempts
             .response_head(pool, status, retry::replayable(session))?;
         let head = session.req_header().method == http::Method::HEAD;
@@ -520,12 +550,26 @@ impl ProxyHttp for Gateway {
             }
         }
         ctx.in_flight = None;
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(mut spans) = ctx.spans.take() {
+            let route = self.route(ctx);
+            spans.finish(&Outcome {
+                status,
+                route: route.map(|r| r.name.as_str()),
+                consumer: ctx.identity.as_deref().map(|i| i.consumer.as_str()),
+                rate_limited: route
+                    .filter(|r| !r.limits.is_empty())
+                    .map(|_| ctx.error == Some(GatewayError::RateLimited.code())),
+                error: ctx.error,
+                failure: e,
+            });
+        }
         let route = self.route(ctx);
         observability::request_finished(
             &self.access_log,
             &Finished {
                 req: session.req_header(),
-                status: session.response_written().map_or(0, |r| r.status.as_u16()),
+                status,
                 route: route.map_or(UNMATCHED, |r| r.name.as_str()),
                 metrics: route.map_or(RouteMetrics::unmatched(), |r| &r.metrics),
                 side: ctx.side.unwrap_or(0),

@@ -42,12 +42,20 @@ pub struct Gateway {
     pub(crate) draining: Draining,
     /// `redirect_https`: the TLS port cleartext requests are sent to.
     pub(crate) redirect_https: Option<u16>,
+    /// `tracing.otlp`: the tracer, kept across reloads that leave the section unchanged.
+    pub(crate) tracing: Option<Arc<crate::otel::Tracing>>,
 }
 
 impl Gateway {
     /// The background sync of `sync: batched` Redis limits, if the config has any.
     pub fn rate_limit_sync(&self) -> Option<crate::rate_limit::BatchedSync> {
         self.limiter.sync_task()
+    }
+
+    /// The span export loop of a tracer built for this generation, not started yet (a
+    /// tracer kept from the previous generation has its loop running already).
+    pub fn trace_export(&self) -> Option<crate::otel::ExportLoop> {
+        self.tracing.as_ref().and_then(|t| t.take_export())
     }
 }
 
@@ -71,6 +79,7 @@ struct Parts {
     auth: Auth,
     limiter: RateLimiter,
     trusted: TrustedProxies,
+    tracing: Option<Arc<crate::otel::Tracing>>,
 }
 
 /// Each upstream's TLS material, by upstream name.
@@ -129,14 +138,23 @@ impl Runtime {
             None => Some(None),
         };
         let upstream_tls = collect(crate::upstream::transport::load_all(config), &mut problems);
-        match (auth, limiter, trusted, tls, upstream_tls) {
-            (Some(auth), Some(limiter), Some(trusted), Some(tls), Some(upstream_tls))
-                if problems.is_empty() =>
-            {
+        let old_tracing = previous.and_then(|p| p.gateway.tracing.as_ref());
+        let otlp = config.tracing.as_ref().map(|t| &t.otlp);
+        let tracing = collect(crate::otel::keep_or_build(otlp, old_tracing), &mut problems);
+        match (auth, limiter, trusted, tls, upstream_tls, tracing) {
+            (
+                Some(auth),
+                Some(limiter),
+                Some(trusted),
+                Some(tls),
+                Some(upstream_tls),
+                Some(tracing),
+            ) if problems.is_empty() => {
                 let parts = Parts {
                     auth,
                     limiter,
                     trusted,
+                    tracing,
                 };
                 let mut runtime = Self::assemble(config, parts, &upstream_tls, draining, previous)?;
                 runtime.tls = tls;
@@ -157,6 +175,7 @@ impl Runtime {
             auth,
             limiter,
             trusted,
+            tracing,
         } = parts;
         let old_pools = previous.map(|p| (&p.config, p.pools.as_ref()));
         let pools = Pools::build(config, upstream_tls, old_pools).map_err(|e| Problems(vec![e]))?;
@@ -187,6 +206,7 @@ impl Runtime {
                 .flatten()
                 .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
                 .map(|a| a.port()),
+            tracing,
         };
         Ok(Runtime {
             pools,

@@ -39,7 +39,8 @@ pub struct Reloaded {
 
 impl Reloader {
     /// Build the file's config next to the serving one and swap it in, or refuse it.
-    pub async fn reload(&self) -> Result<Reloaded, Problems> {
+    /// `shutdown`: the process's, for the background tasks a new generation starts.
+    pub async fn reload(&self, shutdown: &ShutdownWatch) -> Result<Reloaded, Problems> {
         let current = self.live.current();
         let (config, text) = Config::read_with_text(&self.path)?;
         let runtime = Runtime::rebuild(&config, self.draining.clone(), &current)?;
@@ -59,6 +60,11 @@ impl Reloader {
         health::first_round(&fresh).await;
         for pool in fresh {
             tokio::spawn(health::probe_loop(pool));
+        }
+        // A changed `tracing` section has a new tracer: its export loop runs from now on, on
+        // this background runtime; the old loop ends with the old generation's last request.
+        if let Some(export) = runtime.gateway.trace_export() {
+            tokio::spawn(export.run(Some(shutdown.clone())));
         }
         for old in current.pools.iter() {
             if !runtime.pools.iter().any(|p| Arc::ptr_eq(old, p)) {
@@ -83,8 +89,8 @@ impl Reloader {
         })
     }
 
-    async fn reload_and_report(&self) {
-        match self.reload().await {
+    async fn reload_and_report(&self, shutdown: &ShutdownWatch) {
+        match self.reload(shutdown).await {
             Ok(done) => {
                 METRICS.config_reloads.with_label_values(&["ok"]).inc();
                 tracing::info!(
@@ -169,7 +175,7 @@ impl BackgroundService for Reloader {
                     if got.is_none() {
                         return;
                     }
-                    self.reload_and_report().await;
+                    self.reload_and_report(&shutdown).await;
                 }
                 changed = shutdown.changed() => {
                     if changed.is_err() || *shutdown.borrow() {
