@@ -39,6 +39,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub config_generation: IntGauge,
     pub ip_denied: IntCounterVec,
+    /// Backend hostname lookups by upstream and result (ok, error, empty).
+    pub dns_resolutions: IntCounterVec,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -202,6 +204,14 @@ fn build() -> prometheus::Result<Metrics> {
         "Generation of the config being served: 1 at start, +1 per successful reload",
     )?;
     registry.register(Box::new(config_generation.clone()))?;
+    let dns_resolutions = IntCounterVec::new(
+        Opts::new(
+            "tollgate_dns_resolutions_total",
+            "Resolutions of backend hostnames, by upstream and result (ok, error, empty)",
+        ),
+        &["upstream", "result"],
+    )?;
+    registry.register(Box::new(dns_resolutions.clone()))?;
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -240,6 +250,7 @@ fn build() -> prometheus::Result<Metrics> {
         config_reloads,
         config_generation,
         ip_denied,
+        dns_resolutions,
     })
 }
 
@@ -251,6 +262,14 @@ pub fn set_backend_health(upstream: &str, backend: &str, healthy: bool) {
         .backend_healthy
         .with_label_values(&[upstream, backend])
         .set(i64::from(healthy));
+}
+
+/// A backend left its pool (DNS no longer lists it): drop its gauge rather than report it
+/// forever (the label set stays bounded by what DNS lists now).
+pub fn forget_backend(upstream: &str, backend: &str) {
+    let _ = METRICS
+        .backend_healthy
+        .remove_label_values(&[upstream, backend]);
 }
 
 /// A bounded method label: the known methods, else `OTHER`.
