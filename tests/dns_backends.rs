@@ -359,3 +359,52 @@ async fn check_warns_about_a_name_that_does_not_resolve_and_refuses_bad_spelling
         assert!(stderr.contains(expected), "{expected}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_renames_the_backend_resolves_it_before_the_swap() {
+    let dns = TestDns::start().await;
+    let (two, _three) = backend_pair().await;
+    dns.set(NAME, &[TWO]);
+    dns.set("other.tollgate.test", &[THREE]);
+    let gw = start(&dns, &named_pool(two.port(), &[FAST_HEALTH])).await;
+    assert_eq!(who(&gw).await, "two");
+
+    // An unchanged reload keeps the pool: its name is not resolved again out of turn.
+    signal(gw.pid(), "HUP");
+    let renamed = named_pool(two.port(), &[FAST_HEALTH]).replace(NAME, "other.tollgate.test");
+    let deadline = Instant::now() + BOUND;
+    while gw.admin_get("/ready").await.json()["config_generation"] != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "first reload not applied\n{}",
+            gw.logs()
+        );
+        assert_eq!(who(&gw).await, "two");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.rewrite_config(&[&dns.resolver_yaml()], &renamed);
+    signal(gw.pid(), "HUP");
+    // Every request succeeds while the new pool is resolved and probed; then all go to three.
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let b = who(&gw).await;
+        if b == "three" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "reload never moved traffic\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for _ in 0..10 {
+        assert_eq!(who(&gw).await, "three");
+    }
+    let status = upstreams(&gw).await;
+    assert_eq!(
+        status["hostnames"][0]["hostname"],
+        format!("other.tollgate.test:{}", two.port())
+    );
+    assert_eq!(status["dns_refresh_ms"], 300);
+}

@@ -371,7 +371,7 @@ impl Pool {
             "circuit": circuit,
             "backends": backends,
             "hostnames": names,
-            "dns_refresh_ms": self.has_names().then(|| self.dns_refresh.as_millis() as u64),
+            "dns_refresh_ms": self.has_names().then_some(self.dns_refresh.as_millis() as u64),
         })
     }
 
