@@ -9,9 +9,10 @@
 //! 2. **Features**, each owning its runtime object, how it is built from `config` (reporting
 //!    problems with their YAML paths) and its unit-testable per-request decision:
 //!    `routing` (path normalisation and policy, the route table, rewrites), `auth`,
-//!    `rate_limit`, `upstream` (pools, health, outlier ejection, circuit breaker, the attempts
-//!    and retries of one request), `response_json` (stripping JSON fields), `forwarded`
-//!    (client address, `X-Forwarded-*`), `header_ops`, `trace_context`, `request_id`;
+//!    `rate_limit`, `upstream` (pools, their members and DNS re-resolution, health, outlier
+//!    ejection, circuit breaker, the attempts and retries of one request), `response_json`
+//!    (stripping JSON fields), `forwarded` (client address, `X-Forwarded-*`), `header_ops`,
+//!    `trace_context`, `request_id`;
 //!    `listener` (connection cap, head deadline, byte-level framing checks below HTTP),
 //!    `observability` (metrics, access log), `otel` (OpenTelemetry spans and their export), `reply` (every answer the gateway writes itself),
 //!    `drain` (signals, `Connection: close`, exiting once drained).

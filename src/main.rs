@@ -151,7 +151,13 @@ fn main() -> ExitCode {
         Command::Check { conf } => match load(&conf, Draining::default()) {
             Ok((config, runtime)) => {
                 // Warnings do not fail `check`: the file is usable, maybe not as intended.
-                for w in config.warnings().iter().chain(runtime.warnings()) {
+                let dns = tollgate::upstream::dns::check_names(&config);
+                for w in config
+                    .warnings()
+                    .iter()
+                    .chain(runtime.warnings())
+                    .chain(&dns)
+                {
                     eprintln!("warning: {w}");
                 }
                 println!(

@@ -22,7 +22,7 @@ mod warnings;
 
 pub use problem::{Problem, Problems};
 pub use units::{ByteSize, HumanDuration};
-pub use validate::resolve_backend;
+pub use validate::{parse_nameserver, BackendTarget};
 pub use warnings::{SHIPPED_UNIT_TIMEOUT_STOP, UPGRADE_HAND_OFF};
 
 use serde::{Deserialize, Serialize};
@@ -123,6 +123,9 @@ pub struct ServerConfig {
     /// Process log lines as text (default) or one JSON object per line, for a log pipeline.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// Name servers for backend hostnames instead of the system's.
+    #[serde(default)]
+    pub resolver: Option<ResolverConfig>,
 }
 
 /// `server.log_format`.
@@ -161,6 +164,7 @@ impl Default for ServerConfig {
             path_policy: Default::default(),
             log_level: default_log_level(),
             log_format: LogFormat::Text,
+            resolver: None,
         }
     }
 }
@@ -249,6 +253,30 @@ pub struct UpstreamConfig {
     /// `h1` (default), `h2` (TLS + ALPN) or `h2c`; gRPC needs h2 or h2c.
     #[serde(default)]
     pub protocol: upstream_transport::UpstreamProtocol,
+    /// Backends given by hostname are resolved again this often (off the request path);
+    /// IP literals never are.
+    #[serde(default = "default_dns_refresh")]
+    pub dns_refresh: HumanDuration,
+}
+
+fn default_dns_refresh() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+/// `server.resolver`: where backend hostnames are looked up. Absent: the system's
+/// configuration (`/etc/resolv.conf`). `/etc/hosts` is read first either way.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverConfig {
+    /// `IP` or `IP:PORT` (port 53 when absent), asked in order.
+    pub nameservers: Vec<String>,
+    /// Per query, before the next attempt.
+    #[serde(default = "default_resolver_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_resolver_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
 }
 
 /// Which answers and failures after the request was sent are worth another attempt.

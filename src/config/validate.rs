@@ -3,7 +3,7 @@
 
 use super::{Config, HeaderOps, Problem, RouteConfig, UpstreamConfig};
 use std::collections::HashSet;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 /// HTTP methods a route may match on (the router knows each of them).
 pub const METHODS: [&str; 9] = [
@@ -123,6 +123,7 @@ fn check_server(config: &Config, out: &mut Vec<Problem>) {
         out.push(Problem::new("server.threads", "must be at least 1"));
     }
     check_client_limits(server, out);
+    check_resolver(config, out);
     let log = server.access_log.as_str();
     if !(log == "stdout" || log == "off" || log.starts_with('/')) {
         out.push(Problem::new(
@@ -231,7 +232,7 @@ fn check_upstream(name: &str, upstream: &UpstreamConfig, out: &mut Vec<Problem>)
         ));
     }
     for (i, backend) in upstream.backends.iter().enumerate() {
-        if let Err(msg) = resolve_backend(backend.addr()) {
+        if let Err(msg) = BackendTarget::parse(backend.addr()) {
             out.push(Problem::new(format!("{at}.backends[{i}]"), msg));
         }
         if backend.weight() == 0 {
@@ -240,6 +241,9 @@ fn check_upstream(name: &str, upstream: &UpstreamConfig, out: &mut Vec<Problem>)
                 "must be at least 1",
             ));
         }
+    }
+    if upstream.dns_refresh.0.is_zero() {
+        out.push(Problem::new(format!("{at}.dns_refresh"), "must be > 0"));
     }
     if upstream.connect_timeout.0.is_zero() {
         out.push(Problem::new(format!("{at}.connect_timeout"), "must be > 0"));
@@ -375,16 +379,61 @@ fn check_transport(at: &str, upstream: &UpstreamConfig, out: &mut Vec<Problem>) 
     }
 }
 
-/// Resolve once, at load time: Pingora's static discovery would otherwise do blocking DNS.
-pub fn resolve_backend(addr: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = addr.parse::<SocketAddr>() {
-        return Ok(a);
+/// Where a configured backend is: an IP literal, or a hostname that is resolved (and
+/// re-resolved every `dns_refresh`) when the pool runs. Validation only checks the spelling:
+/// whether a name resolves is a warning of `check` (`upstream::dns`), never a refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendTarget {
+    Literal(SocketAddr),
+    Named { host: String, port: u16 },
+}
+
+impl BackendTarget {
+    pub fn parse(addr: &str) -> Result<BackendTarget, String> {
+        if let Ok(a) = addr.parse::<SocketAddr>() {
+            return Ok(BackendTarget::Literal(a));
+        }
+        let bad = || format!("invalid backend address {addr:?}; write IP:PORT or HOST:PORT");
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        let port = port.parse::<u16>().map_err(|_| bad())?;
+        let host = host.strip_suffix('.').unwrap_or(host);
+        if port == 0 || host.starts_with("*.") || !valid_host_pattern(host) {
+            return Err(bad());
+        }
+        Ok(BackendTarget::Named {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
     }
-    match addr.to_socket_addrs() {
-        Ok(mut it) => it
-            .next()
-            .ok_or_else(|| format!("{addr:?} resolves to no address")),
-        Err(e) => Err(format!("cannot resolve {addr:?} ({e}); write HOST:PORT")),
+}
+
+/// `server.resolver.nameservers[i]`: `IP` or `IP:PORT`.
+pub fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("invalid name server {text:?}; write IP or IP:PORT"))
+}
+
+fn check_resolver(config: &Config, out: &mut Vec<Problem>) {
+    let Some(r) = &config.server.resolver else {
+        return;
+    };
+    if r.nameservers.is_empty() {
+        out.push(Problem::new(
+            "server.resolver.nameservers",
+            "at least one name server is required (or drop resolver: to use the system's)",
+        ));
+    }
+    for (i, ns) in r.nameservers.iter().enumerate() {
+        if let Err(e) = parse_nameserver(ns) {
+            out.push(Problem::new(format!("server.resolver.nameservers[{i}]"), e));
+        }
+    }
+    if r.timeout.0.is_zero() {
+        out.push(Problem::new("server.resolver.timeout", "must be > 0"));
     }
 }
 

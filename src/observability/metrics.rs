@@ -42,6 +42,8 @@ pub struct Metrics {
     /// Spans not exported, by reason: queue_full (the exporter fell behind), export_failed.
     pub trace_spans_dropped: IntCounterVec,
     pub trace_spans_exported: prometheus::IntCounter,
+    /// Backend hostname lookups by upstream and result (ok, error, empty).
+    pub dns_resolutions: IntCounterVec,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -218,6 +220,14 @@ fn build() -> prometheus::Result<Metrics> {
         "Spans the OTLP collector accepted",
     )?;
     registry.register(Box::new(trace_spans_exported.clone()))?;
+    let dns_resolutions = IntCounterVec::new(
+        Opts::new(
+            "tollgate_dns_resolutions_total",
+            "Resolutions of backend hostnames, by upstream and result (ok, error, empty)",
+        ),
+        &["upstream", "result"],
+    )?;
+    registry.register(Box::new(dns_resolutions.clone()))?;
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -258,6 +268,7 @@ fn build() -> prometheus::Result<Metrics> {
         ip_denied,
         trace_spans_dropped,
         trace_spans_exported,
+        dns_resolutions,
     })
 }
 
@@ -269,6 +280,14 @@ pub fn set_backend_health(upstream: &str, backend: &str, healthy: bool) {
         .backend_healthy
         .with_label_values(&[upstream, backend])
         .set(i64::from(healthy));
+}
+
+/// A backend left its pool (DNS no longer lists it): drop its gauge rather than report it
+/// forever (the label set stays bounded by what DNS lists now).
+pub fn forget_backend(upstream: &str, backend: &str) {
+    let _ = METRICS
+        .backend_healthy
+        .remove_label_values(&[upstream, backend]);
 }
 
 /// A bounded method label: the known methods, else `OTHER`.

@@ -425,8 +425,8 @@ impl ProxyHttp for Gateway {
         ctx.client
             .set_upstream_headers(upstream, original, request_host(original))?;
         if let (Some(route), Some(pool)) = (self.route(ctx), self.pool(ctx)) {
-            if let (false, Some(addr)) = (pool.preserve_host, ctx.attempts.backend()) {
-                upstream.insert_header("Host", pool.host_header(addr))?;
+            if let (false, Some(host)) = (pool.preserve_host, ctx.attempts.host_header(pool)) {
+                upstream.insert_header("Host", host)?;
             }
             if let (true, Some(credential)) = (route.hide_credentials, &ctx.credential) {
                 credential.remove_from(upstream)?;

@@ -49,16 +49,19 @@ impl Reloader {
             certs.swap(tls.certificates.clone());
             tls.publish_expiries();
         }
-        // New pools are probed before they take traffic, as at start; their probe loops run
-        // from now on, and pools the new config dropped stop probing.
+        // New pools are resolved and probed before they take traffic, as at start; their probe
+        // and DNS loops run from now on, and pools the new config dropped stop both.
         let fresh: Vec<_> = runtime
             .pools
             .iter()
             .filter(|p| !current.pools.iter().any(|old| Arc::ptr_eq(old, p)))
             .cloned()
             .collect();
+        crate::upstream::dns::first_resolution(&fresh).await;
         health::first_round(&fresh).await;
         for pool in fresh {
+            pool.publish_health_gauges();
+            tokio::spawn(crate::upstream::dns::refresh_loop(pool.clone()));
             tokio::spawn(health::probe_loop(pool));
         }
         // A changed `tracing` section has a new tracer: its export loop runs from now on, on

@@ -3,6 +3,7 @@
 //! (see `upstream::retry` for the rules). The proxy calls one method per Pingora phase.
 
 use super::circuit::Admission;
+use super::members::InFlight;
 use super::pool::Pool;
 use super::retry::Failure;
 use crate::observability::metrics::METRICS;
@@ -48,12 +49,23 @@ pub struct Attempts {
     pub latency: Option<f64>,
     /// Seconds a refused client should wait (open circuit), for `Retry-After`.
     pub retry_after: Option<u64>,
+    /// The current attempt's member, counted in flight until the next attempt or the end of
+    /// the request (admin `/upstreams`).
+    in_flight: Option<InFlight>,
 }
 
 impl Attempts {
     /// The backend of the current (last) attempt.
     pub fn backend(&self) -> Option<SocketAddr> {
         self.backend
+    }
+
+    /// The `Host` for the current attempt when the client's is not preserved.
+    pub fn host_header(&self, pool: &Pool) -> Option<http::HeaderValue> {
+        match &self.in_flight {
+            Some(f) => Some(f.member().host_header.clone()),
+            None => self.backend.map(|a| pool.host_header(a)),
+        }
     }
 
     /// The peer for the next attempt: after the backoff a post-send retry asked for, through
@@ -88,7 +100,16 @@ impl Attempts {
         self.tried.push(addr);
         self.backend = Some(addr);
         self.outcome_recorded = false;
-        let mut peer = pool.transport.peer(addr);
+        // The previous attempt's count ends before this one's starts.
+        self.in_flight = None;
+        let mut peer = match pool.members.get(&addr) {
+            Some(member) => {
+                let peer = pool.transport.peer_for(&member);
+                self.in_flight = Some(member.enter());
+                peer
+            }
+            None => pool.transport.peer(addr),
+        };
         peer.options.connection_timeout = Some(pool.connect_timeout);
         peer.options.read_timeout = Some(pool.read_timeout);
         self.started = Some(Instant::now());

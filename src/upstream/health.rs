@@ -18,7 +18,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::services::ServiceReadyNotifier;
 use pingora::upstreams::peer::HttpPeer;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,8 +29,10 @@ pub struct GatedCheck {
     /// One probe per server name (TLS backends of a pool may be reached under different
     /// names); a single one without TLS.
     probes: Vec<Box<dyn HealthCheck + Send + Sync>>,
-    /// Which probe checks a backend; absent: the first.
-    probe_of: HashMap<SocketAddr, usize>,
+    /// Which probe checks the backends reached under a server name; absent: the first.
+    probe_of: HashMap<String, usize>,
+    /// Knows each current address's server name (addresses change with DNS).
+    transport: Arc<Transport>,
     healthy_threshold: usize,
     unhealthy_threshold: usize,
     warmed_up: Arc<AtomicBool>,
@@ -38,34 +40,77 @@ pub struct GatedCheck {
 
 /// The pool's check: the same TLS settings (server name, CA, client certificate) and HTTP
 /// version as its requests, so a backend is only healthy if requests can reach it.
+/// `hosts`: the host of every configured backend (a name or an IP).
 pub fn build_check(
     upstream: &str,
     cfg: &HealthCheckConfig,
-    transport: &Transport,
-    backends: &[SocketAddr],
+    transport: &Arc<Transport>,
+    hosts: &[String],
     warmed_up: Arc<AtomicBool>,
-) -> Box<dyn HealthCheck + Send + Sync> {
-    let mut names: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
-    for addr in backends {
-        names.entry(transport.sni(*addr)).or_default().push(*addr);
-    }
+) -> Arc<GatedCheck> {
+    let mut names: Vec<String> = hosts.iter().map(|h| transport.sni_for_host(h)).collect();
+    names.sort();
+    names.dedup();
     if names.is_empty() {
-        names.insert(String::new(), Vec::new());
+        names.push(String::new());
     }
     let mut probes = Vec::with_capacity(names.len());
     let mut probe_of = HashMap::new();
-    for (i, (sni, addrs)) in names.into_iter().enumerate() {
-        probes.push(probe(cfg, transport, sni));
-        probe_of.extend(addrs.into_iter().map(|a| (a, i)));
+    for (i, sni) in names.into_iter().enumerate() {
+        probes.push(probe(cfg, transport, sni.clone()));
+        probe_of.insert(sni, i);
     }
-    Box::new(GatedCheck {
+    Arc::new(GatedCheck {
         upstream: upstream.to_string(),
         probes,
         probe_of,
+        transport: transport.clone(),
         healthy_threshold: cfg.healthy_threshold,
         unhealthy_threshold: cfg.unhealthy_threshold,
         warmed_up,
     })
+}
+
+impl GatedCheck {
+    /// One probe of an address that is not in rotation yet, reached as `host` (its name).
+    pub async fn probe_new(&self, addr: SocketAddr, host: &str) -> pingora::Result<()> {
+        let i = self
+            .probe_of
+            .get(&self.transport.sni_for_host(host))
+            .copied()
+            .unwrap_or(0);
+        let backend = Backend::new(&addr.to_string())?;
+        match self.probes.get(i) {
+            Some(probe) => probe.check(&backend).await,
+            None => pingora::Error::e_explain(
+                pingora::ErrorType::InternalError,
+                "no health probe for this backend",
+            ),
+        }
+    }
+}
+
+/// The pool's [`GatedCheck`] as Pingora's load balancer holds it, while the pool keeps its own
+/// handle to probe a new address once before it joins rotation.
+pub struct SharedCheck(pub Arc<GatedCheck>);
+
+#[async_trait]
+impl HealthCheck for SharedCheck {
+    async fn check(&self, target: &Backend) -> pingora::Result<()> {
+        self.0.check(target).await
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        self.0.health_status_change(target, healthy).await
+    }
+
+    fn backend_summary(&self, target: &Backend) -> String {
+        self.0.backend_summary(target)
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        self.0.health_threshold(success)
+    }
 }
 
 /// One Pingora check for the backends reached under `sni` (empty without TLS).
@@ -136,12 +181,14 @@ impl HealthCheck for HandshakeCheck {
 #[async_trait]
 impl HealthCheck for GatedCheck {
     async fn check(&self, target: &Backend) -> pingora::Result<()> {
-        let i = target
-            .addr
-            .as_inet()
-            .and_then(|a| self.probe_of.get(a))
-            .copied()
-            .unwrap_or(0);
+        let i = match (target.addr.as_inet(), self.probes.len()) {
+            (Some(addr), 2..) => self
+                .probe_of
+                .get(&self.transport.sni(*addr))
+                .copied()
+                .unwrap_or(0),
+            _ => 0,
+        };
         match self.probes.get(i) {
             Some(probe) => probe.check(target).await,
             None => pingora::Error::e_explain(
@@ -240,6 +287,7 @@ impl BackgroundService for HealthService {
             .filter(|p| p.health_check.is_some())
             .cloned()
             .collect();
+        super::dns::first_resolution(&self.pools).await;
         first_round(&checked).await;
         for pool in &self.pools {
             for (backend, healthy) in pool.publish_health_gauges() {
@@ -257,6 +305,9 @@ impl BackgroundService for HealthService {
         let mut loops = tokio::task::JoinSet::new();
         for pool in checked {
             loops.spawn(probe_loop(pool));
+        }
+        for pool in self.pools.iter().filter(|p| p.has_names()) {
+            loops.spawn(super::dns::refresh_loop(pool.clone()));
         }
         // Stop probing when the server shuts down; dropping the set aborts the loops.
         while shutdown.changed().await.is_ok() {

@@ -3,7 +3,9 @@
 
 pub mod attempt;
 pub mod circuit;
+pub mod dns;
 pub mod health;
+pub mod members;
 pub mod mirror;
 pub mod outlier;
 pub mod pool;

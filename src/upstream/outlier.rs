@@ -5,9 +5,11 @@
 //! never emptied by passive health alone.
 
 use crate::config::PassiveHealthConfig;
+use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Default)]
@@ -23,7 +25,8 @@ pub struct Outlier {
     base: Duration,
     max: Duration,
     start: Instant,
-    backends: HashMap<SocketAddr, BackendState>,
+    /// Swapped when DNS changes the pool's addresses ([`Outlier::track`]).
+    backends: ArcSwap<HashMap<SocketAddr, Arc<BackendState>>>,
 }
 
 impl Outlier {
@@ -33,11 +36,23 @@ impl Outlier {
             base: cfg.base_ejection.0,
             max: cfg.max_ejection.0.max(cfg.base_ejection.0),
             start: Instant::now(),
-            backends: backends
-                .iter()
-                .map(|a| (*a, BackendState::default()))
-                .collect(),
+            backends: ArcSwap::from_pointee(
+                backends
+                    .iter()
+                    .map(|a| (*a, Arc::new(BackendState::default())))
+                    .collect(),
+            ),
         }
+    }
+
+    /// Follow the pool's current addresses: known ones keep their state (an ejection survives
+    /// a DNS refresh that still lists the address), new ones start clean.
+    pub fn track(&self, addrs: impl Iterator<Item = SocketAddr>) {
+        let old = self.backends.load();
+        let next = addrs
+            .map(|a| (a, old.get(&a).cloned().unwrap_or_default()))
+            .collect();
+        self.backends.store(Arc::new(next));
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -49,6 +64,7 @@ impl Outlier {
         let now = self.now_ms();
         let until = self
             .backends
+            .load()
             .get(addr)?
             .ejected_until
             .load(Ordering::Relaxed);
@@ -57,19 +73,21 @@ impl Outlier {
 
     pub fn is_ejected(&self, addr: &SocketAddr, now_ms: u64) -> bool {
         self.backends
+            .load()
             .get(addr)
             .is_some_and(|b| now_ms < b.ejected_until.load(Ordering::Relaxed))
     }
 
     pub fn record_success(&self, addr: &SocketAddr) {
-        if let Some(b) = self.backends.get(addr) {
+        if let Some(b) = self.backends.load().get(addr) {
             b.consecutive.store(0, Ordering::Relaxed);
         }
     }
 
     /// Count a failure; returns the ejection time when this failure ejects the backend.
     pub fn record_failure(&self, addr: &SocketAddr, now_ms: u64) -> Option<Duration> {
-        let b = self.backends.get(addr)?;
+        let backends = self.backends.load();
+        let b = backends.get(addr)?;
         let n = b.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
         if n < self.consecutive_failures || now_ms < b.ejected_until.load(Ordering::Relaxed) {
             return None;
@@ -118,6 +136,21 @@ mod tests {
             Some(Duration::from_secs(30)),
             "capped"
         );
+    }
+
+    #[test]
+    fn tracking_new_addresses_keeps_the_state_of_known_ones() {
+        let (o, a) = outlier();
+        for _ in 0..3 {
+            o.record_failure(&a, 0);
+        }
+        assert!(o.is_ejected(&a, 1));
+        let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
+        o.track([a, b].into_iter());
+        assert!(o.is_ejected(&a, 1), "still listed: still ejected");
+        assert_eq!(o.record_failure(&b, 0), None, "new addresses are counted");
+        o.track([b].into_iter());
+        assert!(!o.is_ejected(&a, 1), "gone addresses are forgotten");
     }
 
     #[test]

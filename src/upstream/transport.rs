@@ -12,6 +12,7 @@
 //! certificate's IP SANs). And it trusts the caller that a cleartext peer whose ALPN minimum is
 //! HTTP/2 speaks h2c (`connectors/http/v2.rs`), which is how `protocol: h2c` is expressed.
 
+use super::members::{Member, MemberTable};
 use crate::config::upstream_transport::{UpstreamProtocol, UpstreamTlsConfig};
 use crate::config::{Config, Problem};
 use pingora::protocols::tls::CaType;
@@ -171,25 +172,20 @@ fn wrap(der: Vec<u8>) -> Result<WrappedX509, String> {
 pub struct Transport {
     pub protocol: UpstreamProtocol,
     tls: Option<TlsMaterial>,
-    /// The host of each backend's configured address: the default server name.
-    hosts: HashMap<SocketAddr, String>,
+    /// The pool's members: the host each address was configured as is the default server name.
+    members: Arc<MemberTable>,
 }
 
 impl Transport {
-    /// `backends`: each resolved address with the address string it was configured as.
     pub fn new(
         protocol: UpstreamProtocol,
         tls: Option<TlsMaterial>,
-        backends: &[(SocketAddr, &str)],
+        members: Arc<MemberTable>,
     ) -> Transport {
-        let hosts = backends
-            .iter()
-            .map(|(addr, configured)| (*addr, host_of(configured)))
-            .collect();
         Transport {
             protocol,
             tls,
-            hosts,
+            members,
         }
     }
 
@@ -199,18 +195,32 @@ impl Transport {
 
     /// The server name sent to (and verified for) `addr`; empty without TLS.
     pub fn sni(&self, addr: SocketAddr) -> String {
-        let Some(tls) = &self.tls else {
-            return String::new();
-        };
-        tls.sni
-            .clone()
-            .or_else(|| self.hosts.get(&addr).cloned())
-            .unwrap_or_else(|| addr.ip().to_string())
+        match self.members.get(&addr) {
+            Some(m) => self.sni_for_host(&m.host),
+            None => self.sni_for_host(&addr.ip().to_string()),
+        }
+    }
+
+    /// The server name for a backend configured with `host`; empty without TLS.
+    pub fn sni_for_host(&self, host: &str) -> String {
+        match &self.tls {
+            None => String::new(),
+            Some(tls) => tls.sni.clone().unwrap_or_else(|| host.to_string()),
+        }
     }
 
     /// A peer for `addr` with this pool's TLS and HTTP version (timeouts are the caller's).
     pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
         let mut peer = HttpPeer::new(addr, self.is_tls(), self.sni(addr));
+        self.apply(&mut peer);
+        peer
+    }
+
+    /// A peer for one member: its server name, and its connection group (see
+    /// [`Member::group_key`]).
+    pub fn peer_for(&self, member: &Member) -> HttpPeer {
+        let mut peer = HttpPeer::new(member.addr, self.is_tls(), self.sni_for_host(&member.host));
+        peer.group_key = member.group_key;
         self.apply(&mut peer);
         peer
     }
@@ -232,7 +242,7 @@ impl Transport {
 }
 
 /// `billing.internal:8443` → `billing.internal`, `[::1]:443` → `::1`, `10.0.0.1:443` → `10.0.0.1`.
-fn host_of(configured: &str) -> String {
+pub fn host_of(configured: &str) -> String {
     let host = configured
         .rsplit_once(':')
         .map_or(configured, |(host, _port)| host);
@@ -261,25 +271,22 @@ mod tests {
             ca: None,
             client_cert_key: None,
         };
-        let t = Transport::new(
-            UpstreamProtocol::H2,
-            Some(material),
-            &[(addr, "127.0.0.1:8443")],
-        );
+        let members = Arc::new(MemberTable::of_literals(&[(addr, "127.0.0.1:8443")]));
+        let t = Transport::new(UpstreamProtocol::H2, Some(material), members.clone());
         let peer = t.peer(addr);
         assert!(peer.is_tls());
         assert_eq!(peer.sni, "127.0.0.1");
         assert!(peer.options.verify_cert && peer.options.verify_hostname);
         assert_eq!(peer.options.alpn.get_min_http_version(), 2);
 
-        let h2c = Transport::new(UpstreamProtocol::H2c, None, &[(addr, "127.0.0.1:8443")]);
+        let h2c = Transport::new(UpstreamProtocol::H2c, None, members);
         let peer = h2c.peer(addr);
         assert!(!peer.is_tls());
         assert!(peer.sni.is_empty());
         assert_eq!(peer.options.alpn.get_max_http_version(), 2);
         assert_eq!(peer.options.alpn.get_min_http_version(), 2);
 
-        let h1 = Transport::new(UpstreamProtocol::H1, None, &[]);
+        let h1 = Transport::new(UpstreamProtocol::H1, None, Arc::default());
         assert_eq!(h1.peer(addr).options.alpn.get_max_http_version(), 1);
     }
 

@@ -48,6 +48,7 @@ struct BackendState {
 /// after `set_fail_status(Some(code))` every other request is answered `code`.
 pub struct Backend {
     state: Arc<BackendState>,
+    ip: std::net::Ipv4Addr,
     port: u16,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -59,6 +60,27 @@ impl Backend {
     }
 
     pub async fn start_with_delay(name: &str, slow_delay: Duration) -> Backend {
+        Self::start_on(name, slow_delay, std::net::Ipv4Addr::LOCALHOST, 0)
+            .await
+            .expect("bind backend listener")
+    }
+
+    /// Starts a backend on a chosen loopback address and port (0: any free port), e.g. one
+    /// of several that share a port on 127.0.0.2, 127.0.0.3, ... as a DNS name's addresses do.
+    pub async fn start_at(
+        name: &str,
+        ip: std::net::Ipv4Addr,
+        port: u16,
+    ) -> std::io::Result<Backend> {
+        Self::start_on(name, DEFAULT_SLOW_DELAY, ip, port).await
+    }
+
+    async fn start_on(
+        name: &str,
+        slow_delay: Duration,
+        ip: std::net::Ipv4Addr,
+        port: u16,
+    ) -> std::io::Result<Backend> {
         let state = Arc::new(BackendState {
             name: name.to_string(),
             healthy: AtomicBool::new(true),
@@ -68,14 +90,15 @@ impl Backend {
             slow_delay,
             fail_status: std::sync::atomic::AtomicU16::new(0),
         });
-        let listener = bind_listener(0).await.expect("bind backend listener");
-        let port = listener.local_addr().expect("local_addr").port();
+        let listener = bind_listener(ip, port).await?;
+        let port = listener.local_addr()?.port();
         let task = tokio::spawn(accept_loop(listener, state.clone()));
-        Backend {
+        Ok(Backend {
             state,
+            ip,
             port,
             task: Mutex::new(Some(task)),
-        }
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -86,9 +109,9 @@ impl Backend {
         self.port
     }
 
-    /// `"127.0.0.1:<port>"`
+    /// `"127.0.0.1:<port>"` (the address it listens on)
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     /// Requests received other than `GET /health`.
@@ -140,7 +163,7 @@ impl Backend {
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         let listener = loop {
-            match bind_listener(self.port).await {
+            match bind_listener(self.ip, self.port).await {
                 Ok(l) => break l,
                 Err(e) if Instant::now() < deadline => {
                     eprintln!(
@@ -170,10 +193,10 @@ impl Drop for Backend {
     }
 }
 
-async fn bind_listener(port: u16) -> std::io::Result<TcpListener> {
+async fn bind_listener(ip: std::net::Ipv4Addr, port: u16) -> std::io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
-    socket.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
+    socket.bind(SocketAddr::from((ip, port)))?;
     socket.listen(1024)
 }
 

@@ -26,6 +26,7 @@
 pub mod backend;
 pub mod canned;
 pub mod client;
+pub mod dns;
 pub mod gateway;
 pub mod logged;
 pub mod metrics;
