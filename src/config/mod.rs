@@ -119,6 +119,9 @@ pub struct ServerConfig {
     /// Process log lines as text (default) or one JSON object per line, for a log pipeline.
     #[serde(default)]
     pub log_format: LogFormat,
+    /// The response store of every route's `cache` (absent: no route may cache).
+    #[serde(default)]
+    pub cache: Option<edge::CacheStoreConfig>,
 }
 
 /// `server.log_format`.
@@ -157,6 +160,7 @@ impl Default for ServerConfig {
             path_policy: Default::default(),
             log_level: default_log_level(),
             log_format: LogFormat::Text,
+            cache: None,
         }
     }
 }
@@ -505,6 +509,9 @@ pub struct RouteConfig {
     /// Compress responses the client accepts compressed (zstd, br, gzip).
     #[serde(default)]
     pub compress: Option<edge::CompressConfig>,
+    /// Keep GET/HEAD responses in the shared `server.cache` store.
+    #[serde(default)]
+    pub cache: Option<edge::CacheConfig>,
 }
 
 /// Strip fields from JSON responses: `remove` (deny-list) or `keep` (allow-list) paths.
