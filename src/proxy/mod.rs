@@ -8,7 +8,7 @@ pub mod live;
 use crate::auth::{Credential, Identity};
 use crate::config::rate_limit::Stage;
 use crate::edge::cache::{self, Begin, Exchange};
-use crate::edge::{compress::Encoder, cors};
+use crate::edge::{compress, compress::Encoder, cors};
 use crate::forwarded::Client;
 use crate::listener::{content_length, head_size};
 use crate::observability::metrics::METRICS;
@@ -265,7 +265,7 @@ impl Gateway {
     /// A `cache` route: answer from the store (true), or note the MISS/BYPASS and send the
     /// request upstream (false). Runs after every admission policy, so a hit is refused,
     /// limited and counted exactly like a miss.
-    async fn from_cache(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+    async fn consult_cache(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         let Some(i) = ctx.route else {
             return Ok(false);
         };
@@ -299,20 +299,22 @@ impl Gateway {
                 let r = Refusal::with_message(GatewayError::GatewayTimeout, msg);
                 self.refuse(session, ctx, r).await
             }
-            Begin::Hit(stored) => {
+            Begin::Hit(hit) => {
                 cache.count(cache::Outcome::Hit);
                 ctx.cache = Some(Exchange::hit());
                 let req = session.req_header();
-                let (mut resp, mut body) = cache::hit_response(&stored, req, Instant::now())?;
-                // Compressed per client, from the stored identity body, whole: the encoded
-                // length is known, so the answer keeps a Content-Length.
-                if let Some(compress) = &route.compress {
-                    let head = req.method == http::Method::HEAD;
+                let (mut resp, mut body) = cache::hit_response(&hit.stored, req, Instant::now())?;
+                // Compressed per client from the stored identity body, each coding once per
+                // entry; whole, so the answer keeps a Content-Length.
+                if let (Some(compress), Some(_)) = (&route.compress, &body) {
                     let accept = header_str(req, "accept-encoding");
-                    if let Some(mut encoder) = compress.on_response_head(head, accept, &mut resp)? {
-                        encoder.on_body(&mut body, true)?;
-                        let len = body.as_ref().map_or(0, Bytes::len);
-                        resp.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
+                    if let Some(coding) = compress.choose(false, accept, &mut resp)? {
+                        if let Some(encoded) = cache.encoded_body(&hit, coding)? {
+                            compress::encoded_head(coding, &mut resp)?;
+                            let len = encoded.len().to_string();
+                            resp.insert_header(http::header::CONTENT_LENGTH, len)?;
+                            body = Some(encoded);
+                        }
                     }
                 }
                 self.on_response(session, &mut resp, ctx)?;
@@ -397,7 +399,7 @@ impl ProxyHttp for Gateway {
         }
         match self.admit(session, ctx).await {
             Ok(Admit::Forward) => {
-                if self.from_cache(session, ctx).await? {
+                if self.consult_cache(session, ctx).await? {
                     return Ok(true);
                 }
                 ctx.mirror = self

@@ -28,6 +28,7 @@ pub mod control;
 pub mod store;
 
 use crate::config::edge::CacheConfig;
+use crate::edge::compress::Coding;
 use crate::observability::metrics::METRICS;
 use bytes::{Bytes, BytesMut};
 use control::{Freshness, Lookup};
@@ -77,11 +78,17 @@ pub struct RouteCache {
 /// What [`RouteCache::begin`] decided.
 pub enum Begin {
     /// Answer with this stored response.
-    Hit(Arc<Stored>),
+    Hit(Hit),
     /// Send the request upstream; the exchange goes along with it.
     Forward(Exchange),
     /// `only-if-cached` and nothing usable is stored: 504 (RFC 9111 §5.2.1.7).
     NotCached,
+}
+
+/// A stored response that answers a request, and the key it is stored under.
+pub struct Hit {
+    pub stored: Arc<Stored>,
+    key: Key,
 }
 
 /// One request's use of the cache on its way upstream.
@@ -97,7 +104,7 @@ struct Filling {
     _guard: Option<FillGuard>,
     requested: SystemTime,
     /// Set on a storable response head.
-    pending: Option<Pending>,
+    pending: Option<Box<Pending>>,
 }
 
 struct Pending {
@@ -172,8 +179,8 @@ impl RouteCache {
 
     /// A stored response this request may be answered with: fresh, and within the client's
     /// `max-age` / `min-fresh`.
-    fn usable(&self, key: &Key, req: &RequestHeader, lookup: &Lookup) -> Option<Arc<Stored>> {
-        let (_, stored) = self.store.lookup(key, &req.headers)?;
+    fn usable(&self, key: &Key, req: &RequestHeader, lookup: &Lookup) -> Option<Hit> {
+        let (key, stored) = self.store.lookup(key, &req.headers)?;
         let now = Instant::now();
         let fresh_for = stored.fresh_for(now);
         let young_enough = lookup
@@ -182,7 +189,25 @@ impl RouteCache {
         let fresh_enough = lookup
             .min_fresh
             .is_none_or(|min| fresh_for.as_secs() >= min);
-        (!fresh_for.is_zero() && young_enough && fresh_enough).then_some(stored)
+        (!fresh_for.is_zero() && young_enough && fresh_enough).then_some(Hit { stored, key })
+    }
+
+    /// A hit's body in the negotiated `coding`: encoded by an earlier hit, or encoded now and
+    /// kept with the entry for the next (unless the entry changed meanwhile). `None` when the
+    /// coding has no encoder.
+    pub fn encoded_body(&self, hit: &Hit, coding: Coding) -> pingora::Result<Option<Bytes>> {
+        if let Some(done) = hit.stored.encoded(coding) {
+            return Ok(Some(done));
+        }
+        let Some(mut encoder) = coding.new_encoder() else {
+            return Ok(None);
+        };
+        let mut body = Some(hit.stored.body.clone());
+        encoder.on_body(&mut body, true)?;
+        let body = body.unwrap_or_default();
+        let kept = hit.stored.with_encoding(coding, body.clone());
+        self.store.replace(hit.key.clone(), &hit.stored, kept);
+        Ok(Some(body))
     }
 
     /// Decide what the cache does for this request (see the module docs). May wait (bounded
@@ -316,12 +341,12 @@ impl Exchange {
                 }
                 head.remove_header("keep-alive");
                 head.remove_header("proxy-connection");
-                fill.pending = Some(Pending {
+                fill.pending = Some(Box::new(Pending {
                     head,
                     freshness,
                     vary,
                     body: BytesMut::new(),
-                });
+                }));
             }
             _ => self.fill = None,
         }
@@ -506,7 +531,7 @@ mod tests {
         let Begin::Hit(hit) = c.begin(&a, "/a", None, 0).await else {
             panic!("stored");
         };
-        let (head, body) = hit_response(&hit, &a, Instant::now()).unwrap();
+        let (head, body) = hit_response(&hit.stored, &a, Instant::now()).unwrap();
         assert_eq!(head.headers["x-cache"], "HIT");
         assert_eq!(head.headers["content-length"], "2");
         assert!(head.headers.get("x-hop").is_none() && head.headers.get("connection").is_none());
@@ -516,7 +541,7 @@ mod tests {
             r.set_method(http::Method::HEAD);
             r
         };
-        let (_, body) = hit_response(&hit, &head_req, Instant::now()).unwrap();
+        let (_, body) = hit_response(&hit.stored, &head_req, Instant::now()).unwrap();
         assert!(body.is_none());
     }
 

@@ -15,6 +15,7 @@
 
 use super::control::Freshness;
 use crate::config::edge::CacheStoreConfig;
+use crate::edge::compress::Coding;
 use crate::observability::metrics::METRICS;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName};
@@ -82,32 +83,67 @@ pub fn push_values(out: &mut String, headers: &HeaderMap, name: &HeaderName) {
 
 /// A stored response: the head as the upstream sent it (after JSON stripping decided its
 /// framing; without hop-by-hop fields, `Content-Length` or `Age`) and the whole body as the
-/// client would have received it before compression.
+/// client would have received it before compression; plus that body in each content coding
+/// a hit has needed so far (weighed like the rest).
 pub struct Stored {
     pub head: ResponseHeader,
     pub body: Bytes,
     pub stored_at: Instant,
     pub freshness: Freshness,
+    encoded: Vec<(Coding, Bytes)>,
     weight: u32,
 }
 
 impl Stored {
     pub fn new(head: ResponseHeader, body: Bytes, freshness: Freshness) -> Stored {
+        Self::with(head, body, Instant::now(), freshness, Vec::new())
+    }
+
+    fn with(
+        head: ResponseHeader,
+        body: Bytes,
+        stored_at: Instant,
+        freshness: Freshness,
+        encoded: Vec<(Coding, Bytes)>,
+    ) -> Stored {
         let head_size: usize = head
             .headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 32)
             .sum();
-        let weight = (body.len() + head_size + 256)
+        let encoded_size: usize = encoded.iter().map(|(_, b)| b.len() + 32).sum();
+        let weight = (body.len() + encoded_size + head_size + 256)
             .try_into()
             .unwrap_or(u32::MAX);
         Stored {
             head,
             body,
-            stored_at: Instant::now(),
+            stored_at,
             freshness,
+            encoded,
             weight,
         }
+    }
+
+    /// The body in `coding`, if a hit encoded it already.
+    pub fn encoded(&self, coding: Coding) -> Option<Bytes> {
+        self.encoded
+            .iter()
+            .find(|(c, _)| *c == coding)
+            .map(|(_, b)| b.clone())
+    }
+
+    /// The same response, also holding its body in `coding`.
+    pub fn with_encoding(&self, coding: Coding, bytes: Bytes) -> Stored {
+        let mut encoded = self.encoded.clone();
+        encoded.push((coding, bytes));
+        Self::with(
+            self.head.clone(),
+            self.body.clone(),
+            self.stored_at,
+            self.freshness,
+            encoded,
+        )
     }
 
     /// RFC 9111 §4.2.3 `current_age`.
