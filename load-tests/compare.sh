@@ -157,6 +157,9 @@ for conns in $CONNECTIONS; do
 done
 
 if [ "$CACHE" = 1 ]; then
+  for p in 4906 4907; do
+    taskset -c "$LOAD_CPU" wrk -t1 -c 64 -d 2s "http://127.0.0.1:$p/" >/dev/null 2>&1 || true
+  done
   for rep in $(seq "$REPS"); do
     for t in "nginx 4906 nginx" "tollgate 4907 tollgate_cache"; do
       set -- $t
