@@ -103,6 +103,8 @@ struct Filling {
     /// Held when this request leads the key's fill: waiters wake when it is dropped.
     _guard: Option<FillGuard>,
     requested: SystemTime,
+    /// The store's purge count when the fill began: a purge since then voids it.
+    purges: u64,
     /// Set on a storable response head.
     pending: Option<Box<Pending>>,
 }
@@ -242,6 +244,7 @@ impl RouteCache {
                     key,
                     _guard: guard,
                     requested: SystemTime::now(),
+                    purges: self.store.purges(),
                     pending: None,
                 }),
             })
@@ -392,7 +395,9 @@ impl Exchange {
         };
         if let Some(p) = fill.pending {
             let stored = Stored::new(p.head, p.body.freeze(), p.freshness);
-            cache.store.insert(fill.key, p.vary, request, stored);
+            cache
+                .store
+                .insert(fill.purges, fill.key, p.vary, request, stored);
         }
         // `fill` (and its guard) dropped here, after the insert: waiters find the entry.
     }

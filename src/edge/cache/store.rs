@@ -24,7 +24,7 @@ use moka::ops::compute::Op;
 use moka::Expiry;
 use pingora::http::ResponseHeader;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
@@ -216,6 +216,9 @@ pub struct Store {
     entries: moka::sync::Cache<Key, Entry>,
     /// Keys being fetched by one request, with the waiters to wake when it is done.
     fills: Mutex<HashMap<Key, Arc<Notify>>>,
+    /// +1 per purge (or reload drop); a fill that began before one does not store. Inserts
+    /// hold it shared, purges exclusively, so no insert lands in the middle of a purge.
+    purges: RwLock<u64>,
     pub lock_timeout: Duration,
     pub max_size: u64,
 }
@@ -258,6 +261,7 @@ impl Store {
         Arc::new(Store {
             entries,
             fills: Mutex::new(HashMap::new()),
+            purges: RwLock::new(0),
             lock_timeout: cfg.lock_timeout.0,
             max_size: cfg.max_size.0,
         })
@@ -278,9 +282,26 @@ impl Store {
         }
     }
 
+    /// The purge count a fill starts from (see [`Store::insert`]).
+    pub fn purges(&self) -> u64 {
+        *self.purges.read().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Store a response under `key`, or under its variant for `vary` (the response's `Vary`
-    /// names that select it) and `request`.
-    pub fn insert(&self, key: Key, vary: Vec<HeaderName>, request: &HeaderMap, stored: Stored) {
+    /// names that select it) and `request`; not if a purge happened since `since` (the
+    /// response may be what was purged).
+    pub fn insert(
+        &self,
+        since: u64,
+        key: Key,
+        vary: Vec<HeaderName>,
+        request: &HeaderMap,
+        stored: Stored,
+    ) {
+        let purges = self.purges.read().unwrap_or_else(|e| e.into_inner());
+        if *purges != since {
+            return;
+        }
         if vary.is_empty() {
             self.entries.insert(key, Entry::Object(Arc::new(stored)));
         } else {
@@ -294,6 +315,7 @@ impl Store {
                 .insert(variant, Entry::Object(Arc::new(stored)));
             self.entries.insert(key, Entry::Vary(Arc::new(rule)));
         }
+        drop(purges);
         self.publish();
     }
 
@@ -339,6 +361,8 @@ impl Store {
     }
 
     fn remove_where(&self, select: impl Fn(&Key) -> bool) -> usize {
+        let mut purges = self.purges.write().unwrap_or_else(|e| e.into_inner());
+        *purges += 1;
         let keys: Vec<(Arc<Key>, bool)> = self
             .entries
             .iter()
@@ -351,6 +375,7 @@ impl Store {
                 removed += 1;
             }
         }
+        drop(purges);
         self.publish();
         removed
     }
@@ -410,6 +435,7 @@ mod tests {
         let s = store(100_000);
         for i in 0..2_000 {
             s.insert(
+                0,
                 key("r", &format!("/{i}")),
                 vec![],
                 &HeaderMap::new(),
@@ -428,6 +454,7 @@ mod tests {
         de.insert(http::header::ACCEPT_LANGUAGE, "de".parse().unwrap());
         let k = key("r", "/a");
         s.insert(
+            0,
             k.clone(),
             vec![http::header::ACCEPT_LANGUAGE],
             &fr,
@@ -442,12 +469,25 @@ mod tests {
     fn purge_by_route_and_path() {
         let s = store(1_000_000);
         for (r, p) in [("a", "/x"), ("a", "/y"), ("b", "/x")] {
-            s.insert(key(r, p), vec![], &HeaderMap::new(), stored(3));
+            s.insert(0, key(r, p), vec![], &HeaderMap::new(), stored(3));
         }
         assert_eq!(s.purge("a", Some("/x")), 1);
         assert_eq!(s.purge("a", Some("/x")), 0);
         assert_eq!(s.purge("b", None), 1);
         assert!(s.lookup(&key("a", "/y"), &HeaderMap::new()).is_some());
+        // A fill that began before a purge does not store what it fetched.
+        let since = s.purges();
+        s.purge("b", None);
+        s.insert(since, key("a", "/z"), vec![], &HeaderMap::new(), stored(3));
+        assert!(s.lookup(&key("a", "/z"), &HeaderMap::new()).is_none());
+        s.insert(
+            s.purges(),
+            key("a", "/z"),
+            vec![],
+            &HeaderMap::new(),
+            stored(3),
+        );
+        assert!(s.lookup(&key("a", "/z"), &HeaderMap::new()).is_some());
     }
 
     #[tokio::test]
