@@ -4,7 +4,9 @@
 #   floor: a bare Pingora ProxyHttp (examples/floor.rs: same Pingora, features, allocator)
 #   tollgate, routing only                          tollgate + JWT + rate limit + access log
 # and, with TLS=1 (default), nginx and tollgate terminating TLS with one certificate:
-#   HTTP/1.1 keep-alive over TLS (wrk), h2 (h2load), new handshakes (wrk, Connection: close).
+#   HTTP/1.1 keep-alive over TLS (wrk), h2 (h2load), new handshakes (wrk, Connection: close);
+# and, with CACHE=1 (default), cache hits at 64 connections: nginx proxy_cache against
+#   tollgate's route `cache` on the same upstream response.
 #
 # Load: wrk -t1 (one load thread). Pinning: wrk and the upstream share CPU $LOAD_CPU, every
 # proxy runs on CPU $PROXY_CPU with one worker (tollgate/floor threads: 1, nginx
@@ -19,10 +21,12 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$root/target/load-tests/compare"
 rm -rf "$out" && mkdir -p "$out"
 run="$(mktemp -d /tmp/tollgate-compare.XXXXXX)"
+chmod 711 "$run"   # nginx workers (nobody) create and reach their proxy_cache directory
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-64 1000}"
 REPS="${REPS:-3}"
 TLS="${TLS:-1}"
+CACHE="${CACHE:-1}"
 LOAD_CPU="${LOAD_CPU:-0}"
 PROXY_CPU="${PROXY_CPU:-1}"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -43,7 +47,8 @@ cargo build --release --locked --bin tollgate --example floor
 bin="$root/target/release/tollgate"
 floor="$root/target/release/examples/floor"
 
-for f in upstream.nginx.conf nginx.proxy.conf haproxy.cfg tollgate.routing.yaml tollgate.full.yaml tollgate.tls.yaml; do
+for f in upstream.nginx.conf nginx.proxy.conf haproxy.cfg tollgate.routing.yaml tollgate.full.yaml tollgate.tls.yaml \
+  tollgate.cache.yaml; do
   sed "s#__RUN__#$run#g" "$root/load-tests/compare/$f" >"$run/$f"
 done
 head -c 48 /dev/urandom | base64 | tr -d '\n' >"$run/jwt-secret"
@@ -73,6 +78,7 @@ start floor "$PROXY_CPU" "$floor" 127.0.0.1:4905 127.0.0.1:4900
 start tollgate_routing "$PROXY_CPU" "$bin" run -c "$run/tollgate.routing.yaml"
 start tollgate_full "$PROXY_CPU" "$bin" run -c "$run/tollgate.full.yaml"
 [ "$TLS" = 1 ] && start tollgate_tls "$PROXY_CPU" "$bin" run -c "$run/tollgate.tls.yaml"
+[ "$CACHE" = 1 ] && start tollgate_cache "$PROXY_CPU" "$bin" run -c "$run/tollgate.cache.yaml"
 have_haproxy=""
 if command -v haproxy >/dev/null 2>&1; then
   start haproxy "$PROXY_CPU" haproxy -f "$run/haproxy.cfg"
@@ -90,6 +96,14 @@ wait_url() {
 for p in 4900 4901 4902 4903 4905; do wait_url "http://127.0.0.1:$p/"; done
 [ -n "$have_haproxy" ] && wait_url "http://127.0.0.1:4904/"
 [ "$TLS" = 1 ] && for p in 4913 4921; do wait_url "https://127.0.0.1:$p/"; done
+if [ "$CACHE" = 1 ]; then
+  # The first request fills each cache; the next must be a hit, or the comparison is void.
+  for p in 4906 4907; do
+    wait_url "http://127.0.0.1:$p/"
+    curl -fsS -o /dev/null -D "$run/cache-check.$p" "http://127.0.0.1:$p/"
+    grep -qi '^x-cache: HIT' "$run/cache-check.$p" || { echo "port $p does not answer from its cache" >&2; exit 1; }
+  done
+fi
 
 # "name port pidname [auth]"
 targets=("nginx 4903 nginx" "floor 4905 floor" "tollgate_routing 4901 tollgate_routing"
@@ -141,6 +155,20 @@ for conns in $CONNECTIONS; do
     done
   done
 done
+
+if [ "$CACHE" = 1 ]; then
+  for p in 4906 4907; do
+    taskset -c "$LOAD_CPU" wrk -t1 -c 64 -d 2s "http://127.0.0.1:$p/" >/dev/null 2>&1 || true
+  done
+  for rep in $(seq "$REPS"); do
+    for t in "nginx 4906 nginx" "tollgate 4907 tollgate_cache"; do
+      set -- $t
+      name="$1"; port="$2"; pidvar="pid_$3"
+      wrk_run "$out/cache.hit.$name.$rep" 64 "http://127.0.0.1:$port/" "${!pidvar}"
+      echo "cache rep $rep $name done"
+    done
+  done
+fi
 
 if [ "$TLS" = 1 ]; then
   secs="${DURATION%s}"

@@ -98,6 +98,17 @@ for conns in conn_list:
               f"{fmt(r['p99'], '.2f')} | {r['cpu']:.0f} | {r['rss']:.1f} | {r['errors']} |")
     print()
 
+cache = {n: summary(f"cache.hit.{n}", wrk) for n in names("cache.hit.")}
+if "nginx" in cache and "tollgate" in cache:
+    n, t = cache["nginx"], cache["tollgate"]
+    print("**Cache hits**, 64 conns (nginx proxy_cache vs tollgate route `cache`, same response)\n")
+    print("| nginx RPS | tollgate RPS | tollgate / nginx | nginx p50 / p99 ms | tollgate p50 / p99 ms | CPU % (nginx / tollgate) | errors (nginx / tollgate) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"| {n['rps']:.0f} | {t['rps']:.0f} | {t['rps'] / n['rps']:.2f} | "
+          f"{fmt(n['p50'], '.2f')} / {fmt(n['p99'], '.2f')} | {fmt(t['p50'], '.2f')} / {fmt(t['p99'], '.2f')} | "
+          f"{n['cpu']:.0f} / {t['cpu']:.0f} | {n['errors']} / {t['errors']} |")
+    print()
+
 tls = []
 for kind, parse, label in [("h1", wrk, "HTTP/1.1 keep-alive over TLS, 64 conns (wrk)"),
                            ("h2", h2load, "h2, 64 conns x 10 streams (h2load; p50 = mean)"),

@@ -1,5 +1,6 @@
-//! The admin listener: `/health`, `/ready`, `/config`, `/upstreams`, `/metrics`. It binds its own address and is never
-//! mounted on the public port.
+//! The admin listener: `/health`, `/ready`, `/config`, `/upstreams`, `/metrics`, and `/cache`
+//! (`GET`: the store's size; `DELETE ?route=<name>[&path=<path>]`: purge). It binds its own
+//! address and is never mounted on the public port.
 
 use crate::observability::metrics;
 use crate::runtime::live::Live;
@@ -66,10 +67,71 @@ impl Admin {
     }
 
     fn refresh_backend_gauges(&self) {
-        for pool in self.live.current().pools.iter() {
+        let generation = self.live.current();
+        for pool in generation.pools.iter() {
             pool.publish_health_gauges();
         }
+        if let Some(store) = &generation.gateway.cache {
+            store.publish();
+        }
     }
+
+    /// `/cache`: `GET` the store's size; `DELETE ?route=<name>` removes the route's responses,
+    /// `&path=<path>` only those of one (normalised) path, whatever their query.
+    fn cache(&self, method: &http::Method, query: Option<&str>) -> Response<Vec<u8>> {
+        let generation = self.live.current();
+        let Some(store) = &generation.gateway.cache else {
+            return error(404, "not_found", "no server.cache is configured");
+        };
+        if method == http::Method::GET {
+            store.publish();
+            let body = serde_json::json!({
+                "bytes": store.weighted_size(),
+                "max_size": store.max_size,
+            });
+            return reply(200, "application/json", body.to_string().into_bytes());
+        }
+        if method != http::Method::DELETE {
+            return error(
+                405,
+                "method_not_allowed",
+                "GET or DELETE /cache?route=<name>[&path=<path>]",
+            );
+        }
+        let (mut route, mut path) = (None, None);
+        for (k, v) in query
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|p| p.split_once('='))
+        {
+            let v = percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned();
+            match k {
+                "route" => route = Some(v),
+                "path" => path = Some(v),
+                _ => {}
+            }
+        }
+        let Some(route) = route else {
+            return error(
+                400,
+                "bad_request",
+                "DELETE /cache?route=<name>[&path=<path>]",
+            );
+        };
+        if !generation.config.routes.iter().any(|r| r.name == route) {
+            return error(404, "not_found", "no route of that name");
+        }
+        let removed = store.purge(&route, path.as_deref());
+        let body = serde_json::json!({"route": route, "path": path, "removed": removed});
+        reply(200, "application/json", body.to_string().into_bytes())
+    }
+}
+
+fn error(status: u16, code: &str, message: &str) -> Response<Vec<u8>> {
+    let body = serde_json::json!({"error": code, "message": message});
+    reply(status, "application/json", body.to_string().into_bytes())
 }
 
 /// The effective config (defaults filled in) as JSON, without what must not leave the box:
@@ -132,8 +194,10 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path();
+        let req = session.req_header();
+        let path = req.uri.path();
         match path {
+            "/cache" => self.cache(&req.method, req.uri.query()),
             "/health" => reply(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
             "/ready" => {
                 let (ready, body) = self.readiness();
@@ -163,7 +227,7 @@ impl ServeHttp for Admin {
             _ => reply(
                 404,
                 "application/json",
-                br#"{"error":"not_found","message":"admin endpoints: /health /ready /config /upstreams /metrics"}"#
+                br#"{"error":"not_found","message":"admin endpoints: /health /ready /config /upstreams /metrics /cache"}"#
                     .to_vec(),
             ),
         }

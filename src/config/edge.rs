@@ -59,6 +59,50 @@ fn default_min_size() -> super::ByteSize {
     super::ByteSize(1024)
 }
 
+/// `cache`: GET/HEAD responses of the route kept in the shared `server.cache` store
+/// (RFC 9111 as a shared cache: the upstream's `Cache-Control`/`Expires` win over `ttl`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// How long a response stays fresh when the upstream says nothing (no `s-maxage`,
+    /// `max-age` or `Expires`).
+    pub ttl: HumanDuration,
+    /// Request headers whose values split entries, on top of the response's own `Vary`.
+    #[serde(default)]
+    pub vary: Vec<String>,
+    /// Larger bodies (after JSON stripping) are sent but not stored; default 1MiB, or
+    /// `server.cache.max_size` if that is smaller.
+    #[serde(default)]
+    pub max_object: Option<super::ByteSize>,
+}
+
+/// The default `cache.max_object`.
+pub const DEFAULT_MAX_OBJECT: u64 = 1024 * 1024;
+
+/// `server.cache`: the one bounded in-memory store every route's `cache` shares.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheStoreConfig {
+    /// Bytes of stored responses (bodies, heads and keys) the store keeps at most.
+    pub max_size: super::ByteSize,
+    /// How long concurrent misses of one key wait for the one request that fills it, before
+    /// they go upstream themselves.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: HumanDuration,
+}
+
+fn default_lock_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(5))
+}
+
+impl CacheConfig {
+    /// The effective `max_object` under a store of `max_size` bytes.
+    pub fn max_object(&self, max_size: u64) -> u64 {
+        self.max_object
+            .map_or(DEFAULT_MAX_OBJECT.min(max_size), |b| b.0)
+    }
+}
+
 /// An `allow`/`deny` entry: a CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a bare address.
 pub fn parse_net(s: &str) -> Option<IpNet> {
     let s = s.trim();
@@ -105,8 +149,16 @@ pub fn origin_problem(origin: &str) -> Option<String> {
     None
 }
 
-/// Every problem of a route's edge policies (`routes[i].cors...`).
-pub(super) fn check(at: &str, route: &super::RouteConfig, out: &mut Vec<Problem>) {
+/// Every problem of a route's edge policies (`routes[i].cors...`); `store` is `server.cache`.
+pub(super) fn check(
+    at: &str,
+    route: &super::RouteConfig,
+    store: Option<&CacheStoreConfig>,
+    out: &mut Vec<Problem>,
+) {
+    if let Some(cache) = &route.cache {
+        check_cache(&format!("{at}.cache"), cache, store, out);
+    }
     if let Some(ip) = &route.ip {
         for (field, list) in [("allow", &ip.allow), ("deny", &ip.deny)] {
             for (j, entry) in list.iter().enumerate() {
@@ -162,6 +214,67 @@ pub(super) fn check(at: &str, route: &super::RouteConfig, out: &mut Vec<Problem>
         out.push(Problem::new(
             format!("{at}.hide_credentials"),
             "needs auth on the route: there is no credential to hide",
+        ));
+    }
+}
+
+fn check_cache(
+    at: &str,
+    cache: &CacheConfig,
+    store: Option<&CacheStoreConfig>,
+    out: &mut Vec<Problem>,
+) {
+    if cache.ttl.0.is_zero() {
+        out.push(Problem::new(
+            format!("{at}.ttl"),
+            "must be more than 0 (to store nothing, remove `cache`)",
+        ));
+    }
+    for (j, h) in cache.vary.iter().enumerate() {
+        if h == "*" || http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+            out.push(Problem::new(
+                format!("{at}.vary[{j}]"),
+                format!("invalid header name {h:?}; list request headers such as Accept"),
+            ));
+        }
+    }
+    if cache.max_object.is_some_and(|b| b.0 == 0) {
+        out.push(Problem::new(
+            format!("{at}.max_object"),
+            "must be more than 0",
+        ));
+    }
+    match store {
+        None => out.push(Problem::new(
+            at.to_string(),
+            "needs the shared store: add `server.cache: {max_size: 64MiB}` (its memory bound)",
+        )),
+        Some(store) => {
+            if let Some(max) = cache.max_object.filter(|b| b.0 > store.max_size.0) {
+                out.push(Problem::new(
+                    format!("{at}.max_object"),
+                    format!(
+                        "{} is more than server.cache.max_size ({}); such an object could never be stored",
+                        max.0, store.max_size.0
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// `server.cache` on its own.
+pub(super) fn check_store(store: &CacheStoreConfig, out: &mut Vec<Problem>) {
+    if store.max_size.0 == 0 {
+        out.push(Problem::new(
+            "server.cache.max_size",
+            "must be more than 0 (to cache nothing, remove `cache` from the routes)",
+        ));
+    }
+    if store.lock_timeout.0.is_zero() {
+        out.push(Problem::new(
+            "server.cache.lock_timeout",
+            "must be more than 0",
         ));
     }
 }

@@ -126,6 +126,9 @@ pub struct ServerConfig {
     /// Name servers for backend hostnames instead of the system's.
     #[serde(default)]
     pub resolver: Option<ResolverConfig>,
+    /// The response store of every route's `cache` (absent: no route may cache).
+    #[serde(default)]
+    pub cache: Option<edge::CacheStoreConfig>,
 }
 
 /// `server.log_format`.
@@ -165,6 +168,7 @@ impl Default for ServerConfig {
             log_level: default_log_level(),
             log_format: LogFormat::Text,
             resolver: None,
+            cache: None,
         }
     }
 }
@@ -537,6 +541,9 @@ pub struct RouteConfig {
     /// Compress responses the client accepts compressed (zstd, br, gzip).
     #[serde(default)]
     pub compress: Option<edge::CompressConfig>,
+    /// Keep GET/HEAD responses in the shared `server.cache` store.
+    #[serde(default)]
+    pub cache: Option<edge::CacheConfig>,
 }
 
 /// Strip fields from JSON responses: `remove` (deny-list) or `keep` (allow-list) paths.

@@ -72,6 +72,9 @@ fn check_client_limits(server: &super::ServerConfig, out: &mut Vec<Problem>) {
 
 fn check_server(config: &Config, out: &mut Vec<Problem>) {
     let server = &config.server;
+    if let Some(store) = &server.cache {
+        super::edge::check_store(store, out);
+    }
     if server.listen.is_empty() {
         out.push(Problem::new(
             "server.listen",
@@ -528,7 +531,7 @@ fn check_route(at: &str, route: &RouteConfig, config: &Config, out: &mut Vec<Pro
             }
         }
     }
-    super::edge::check(at, route, out);
+    super::edge::check(at, route, config.server.cache.as_ref(), out);
     check_header_ops(
         &format!("{at}.request_headers"),
         &route.request_headers,

@@ -37,6 +37,11 @@ impl Coding {
         }
     }
 
+    /// A streaming encoder of this coding.
+    pub fn new_encoder(self) -> Option<Encoder> {
+        self.encoder().map(Encoder)
+    }
+
     /// Levels for on-the-fly compression of API responses: each codec's fast end, where
     /// most of the size is won for little CPU (brotli's higher levels cost 10x for a few %).
     fn encoder(self) -> Option<Box<dyn Encode + Send + Sync>> {
@@ -189,30 +194,49 @@ impl Compress {
         accept_encoding: Option<&str>,
         resp: &mut ResponseHeader,
     ) -> pingora::Result<Option<Encoder>> {
-        if !self.eligible(head_request, resp) {
-            return Ok(None);
-        }
-        super::cors::add_vary(resp, "Accept-Encoding")?;
-        let Some(coding) = negotiate(accept_encoding) else {
+        let Some(coding) = self.choose(head_request, accept_encoding, resp)? else {
             return Ok(None);
         };
         let Some(encoder) = coding.encoder() else {
             return Ok(None);
         };
-        resp.remove_header(&http::header::CONTENT_LENGTH);
-        resp.remove_header(&http::header::ACCEPT_RANGES);
-        resp.insert_header(http::header::CONTENT_ENCODING, coding.token())?;
-        let strong = resp
-            .headers
-            .get(http::header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .filter(|e| e.starts_with('"'))
-            .map(|e| format!("W/{e}"));
-        if let Some(weak) = strong {
-            resp.insert_header(http::header::ETAG, weak)?;
-        }
+        encoded_head(coding, resp)?;
         Ok(Some(Encoder(encoder)))
     }
+
+    /// The first half of [`Compress::on_response_head`]: `Vary: Accept-Encoding` on an
+    /// eligible response and the coding negotiated, the head otherwise untouched (a cache hit
+    /// may have that coding's bytes already).
+    pub fn choose(
+        &self,
+        head_request: bool,
+        accept_encoding: Option<&str>,
+        resp: &mut ResponseHeader,
+    ) -> pingora::Result<Option<Coding>> {
+        if !self.eligible(head_request, resp) {
+            return Ok(None);
+        }
+        super::cors::add_vary(resp, "Accept-Encoding")?;
+        Ok(negotiate(accept_encoding))
+    }
+}
+
+/// The head of the `coding` representation: `Content-Encoding`, no `Content-Length` (the
+/// caller sets it when it knows it), weak `ETag`, no `Accept-Ranges`.
+pub fn encoded_head(coding: Coding, resp: &mut ResponseHeader) -> pingora::Result<()> {
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    resp.remove_header(&http::header::ACCEPT_RANGES);
+    resp.insert_header(http::header::CONTENT_ENCODING, coding.token())?;
+    let strong = resp
+        .headers
+        .get(http::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .filter(|e| e.starts_with('"'))
+        .map(|e| format!("W/{e}"));
+    if let Some(weak) = strong {
+        resp.insert_header(http::header::ETAG, weak)?;
+    }
+    Ok(())
 }
 
 /// A brotli stream that is finished at the end of the body (RFC 7932 `ISLAST`).

@@ -44,6 +44,14 @@ pub struct Metrics {
     pub trace_spans_exported: prometheus::IntCounter,
     /// Backend hostname lookups by upstream and result (ok, error, empty).
     pub dns_resolutions: IntCounterVec,
+    /// Requests of cached routes by result: hit, miss, bypass.
+    pub cache_requests: IntCounterVec,
+    /// Entries the store evicted to stay under `server.cache.max_size`.
+    pub cache_evictions: prometheus::IntCounter,
+    /// Concurrent misses that waited `lock_timeout` for another request's fill in vain.
+    pub cache_lock_timeouts: prometheus::IntCounter,
+    pub cache_bytes: IntGauge,
+    pub cache_entries: IntGauge,
 }
 
 fn build() -> prometheus::Result<Metrics> {
@@ -228,6 +236,34 @@ fn build() -> prometheus::Result<Metrics> {
         &["upstream", "result"],
     )?;
     registry.register(Box::new(dns_resolutions.clone()))?;
+    let cache_requests = IntCounterVec::new(
+        Opts::new(
+            "tollgate_cache_requests_total",
+            "Requests of routes with cache, by route and result (hit, miss, bypass)",
+        ),
+        &["route", "result"],
+    )?;
+    registry.register(Box::new(cache_requests.clone()))?;
+    let cache_evictions = prometheus::IntCounter::new(
+        "tollgate_cache_evictions_total",
+        "Responses evicted from the cache store to stay under server.cache.max_size",
+    )?;
+    registry.register(Box::new(cache_evictions.clone()))?;
+    let cache_lock_timeouts = prometheus::IntCounter::new(
+        "tollgate_cache_lock_timeouts_total",
+        "Cache misses that waited server.cache.lock_timeout for another request's fill in vain",
+    )?;
+    registry.register(Box::new(cache_lock_timeouts.clone()))?;
+    let cache_bytes = IntGauge::new(
+        "tollgate_cache_bytes",
+        "Bytes held by the cache store (bodies, heads and keys, as weighed against max_size)",
+    )?;
+    registry.register(Box::new(cache_bytes.clone()))?;
+    let cache_entries = IntGauge::new(
+        "tollgate_cache_entries",
+        "Entries in the cache store (responses and Vary rules)",
+    )?;
+    registry.register(Box::new(cache_entries.clone()))?;
     #[cfg(target_os = "linux")]
     registry.register(Box::new(
         prometheus::process_collector::ProcessCollector::for_self(),
@@ -269,6 +305,11 @@ fn build() -> prometheus::Result<Metrics> {
         trace_spans_dropped,
         trace_spans_exported,
         dns_resolutions,
+        cache_requests,
+        cache_evictions,
+        cache_lock_timeouts,
+        cache_bytes,
+        cache_entries,
     })
 }
 

@@ -7,7 +7,8 @@ pub mod live;
 
 use crate::auth::{Credential, Identity};
 use crate::config::rate_limit::Stage;
-use crate::edge::{compress::Encoder, cors};
+use crate::edge::cache::{self, Begin, Exchange};
+use crate::edge::{compress, compress::Encoder, cors};
 use crate::forwarded::Client;
 use crate::listener::{content_length, head_size};
 use crate::observability::metrics::METRICS;
@@ -60,6 +61,10 @@ pub struct Ctx {
     credential: Option<Credential>,
     /// Set when this response's body is being compressed (after any JSON stripping).
     encoder: Option<Encoder>,
+    /// `cache` routes: the normalised path the cache key is made of (set by admission).
+    cache_path: Option<String>,
+    /// `cache` routes, on the way upstream: MISS or BYPASS, and the fill of a miss.
+    cache: Option<Exchange>,
     body_bytes: u64,
     error: Option<&'static str>,
     /// Counted in `tollgate_http_requests_in_flight` while held.
@@ -224,6 +229,9 @@ impl Gateway {
             strip_query.as_deref(),
         );
         ctx.upstream_path = target;
+        if rt.cache.is_some() {
+            ctx.cache_path = Some(normalized.unwrap_or_else(|| path.to_string()));
+        }
         Ok(Admit::Forward)
     }
 
@@ -254,6 +262,103 @@ impl Gateway {
             .collect();
         reply::send(session, r.kind, &r.message, &ctx.request_id, &headers).await?;
         Ok(true)
+    }
+}
+
+impl Gateway {
+    /// A `cache` route: answer from the store (true), or note the MISS/BYPASS and send the
+    /// request upstream (false). Runs after every admission policy, so a hit is refused,
+    /// limited and counted exactly like a miss.
+    async fn consult_cache(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        let Some(i) = ctx.route else {
+            return Ok(false);
+        };
+        let route = &self.routes[i];
+        let Some(cache) = &route.cache else {
+            return Ok(false);
+        };
+        // The `split` side is part of the key (sides may answer differently): chosen now.
+        let side = match route.split {
+            Some(_) => {
+                let side = self.choose_side(route, session.req_header(), ctx);
+                ctx.side = Some(side);
+                side
+            }
+            None => 0,
+        };
+        let path = ctx.cache_path.take().unwrap_or_default();
+        let consumer = ctx.identity.as_deref().map(|i| i.consumer.as_str());
+        match cache
+            .begin(session.req_header(), &path, consumer, side)
+            .await
+        {
+            Begin::Forward(exchange) => {
+                cache.count(exchange.outcome);
+                ctx.cache = Some(exchange);
+                Ok(false)
+            }
+            Begin::NotCached => {
+                cache.count(cache::Outcome::Miss);
+                let msg = "the response is not in the cache (only-if-cached)";
+                let r = Refusal::with_message(GatewayError::GatewayTimeout, msg);
+                self.refuse(session, ctx, r).await
+            }
+            Begin::Hit(hit) => {
+                cache.count(cache::Outcome::Hit);
+                ctx.cache = Some(Exchange::hit());
+                let req = session.req_header();
+                let (mut resp, mut body) = cache::hit_response(&hit.stored, req, Instant::now())?;
+                // Compressed per client from the stored identity body, each coding once per
+                // entry; whole, so the answer keeps a Content-Length.
+                if let (Some(compress), Some(_)) = (&route.compress, &body) {
+                    let accept = header_str(req, "accept-encoding");
+                    if let Some(coding) = compress.choose(false, accept, &mut resp)? {
+                        if let Some(encoded) = cache.encoded_body(&hit, coding)? {
+                            compress::encoded_head(coding, &mut resp)?;
+                            let len = encoded.len().to_string();
+                            resp.insert_header(http::header::CONTENT_LENGTH, len)?;
+                            body = Some(encoded);
+                        }
+                    }
+                }
+                self.on_response(session, &mut resp, ctx)?;
+                session
+                    .write_response_header(Box::new(resp), body.is_none())
+                    .await?;
+                if body.is_some() {
+                    session.write_response_body(body, true).await?;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Every response head the client gets, proxied or from the cache: request id, drain,
+    /// limit headers, the route's response headers, CORS and the cache result.
+    fn on_response(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &Ctx,
+    ) -> pingora::Result<()> {
+        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        self.draining.on_response(session, resp)?;
+        for (name, value) in ctx.limits.headers() {
+            resp.insert_header(name, value)?;
+        }
+        if let Some(route) = self.route(ctx) {
+            route.response_headers.apply_response(resp)?;
+            if let Some(cors) = &route.cors {
+                cors::on_actual_response(cors, session.req_header(), resp)?;
+            }
+        }
+        if let Some(exchange) = &ctx.cache {
+            resp.insert_header("X-Cache", exchange.outcome.header())?;
+            if !resp.headers.contains_key(http::header::AGE) {
+                resp.insert_header(http::header::AGE, "0")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -305,6 +410,9 @@ impl ProxyHttp for Gateway {
         }
         match self.admit(session, ctx).await {
             Ok(Admit::Forward) => {
+                if self.consult_cache(session, ctx).await? {
+                    return Ok(true);
+                }
                 ctx.mirror = self
                     .route(ctx)
                     .and_then(|r| r.mirror.as_ref())
@@ -435,6 +543,11 @@ impl ProxyHttp for Gateway {
             if route.response_json.is_some() {
                 response_json::gate::prepare_request(upstream);
             }
+            // One stored representation for every client: compressed on the way out.
+            let filling = ctx.cache.as_ref().is_some_and(Exchange::filling);
+            if filling && route.cache.as_ref().is_some_and(|c| c.identity_upstream()) {
+                upstream.remove_header("accept-encoding");
+            }
         }
         // Identity headers last: nothing configured or sent by the client can override them.
         for (name, value) in ctx.identity.iter().flat_map(|i| i.forward.iter()) {
@@ -468,6 +581,10 @@ impl ProxyHttp for Gateway {
             let (name, id) = (route.name.as_str(), ctx.request_id.as_str());
             ctx.body_filter = response_json::gate::on_response_head(policy, head, resp, name, id)?;
         }
+        // Stored as stripping left it, before compression.
+        if let (Some(exchange), Some(cache)) = (ctx.cache.as_mut(), &route.cache) {
+            exchange.on_response_head(cache, resp);
+        }
         // Strip, then compress: decided on the head as stripping left it, here so that
         // Pingora frames the now length-less body as chunked.
         if let Some(compress) = &route.compress {
@@ -479,7 +596,7 @@ impl ProxyHttp for Gateway {
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Ctx,
@@ -491,6 +608,12 @@ impl ProxyHttp for Gateway {
             ctx.error = Some("sanitize_failed");
         }
         filtered?;
+        if let Some(exchange) = ctx.cache.as_mut() {
+            if let Some(cache) = ctx.route.and_then(|i| self.routes[i].cache.as_ref()) {
+                let request = &session.req_header().headers;
+                exchange.on_body(cache, body.as_ref(), end_of_stream, request);
+            }
+        }
         if let Some(encoder) = ctx.encoder.as_mut() {
             encoder.on_body(body, end_of_stream)?;
         }
@@ -504,18 +627,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         reply::frame_for_http10(session, resp)?;
-        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
-        self.draining.on_response(session, resp)?;
-        for (name, value) in ctx.limits.headers() {
-            resp.insert_header(name, value)?;
-        }
-        if let Some(route) = self.route(ctx) {
-            route.response_headers.apply_response(resp)?;
-            if let Some(cors) = &route.cors {
-                cors::on_actual_response(cors, session.req_header(), resp)?;
-            }
-        }
-        Ok(())
+        self.on_response(session, resp, ctx)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -544,6 +656,10 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if let (Some(route), Some(pool)) = (ctx.route.map(|i| &self.routes[i]), self.pool(ctx)) {
             ctx.attempts.finished(pool, e);
+            // An empty body ends without a body chunk saying so: stored now.
+            if let (Some(exchange), Some(cache)) = (ctx.cache.as_mut(), &route.cache) {
+                exchange.on_done(cache, &session.req_header().headers, e.is_some());
+            }
             // The client has its answer: only now is the copy sent, on its own task.
             if let (Some(m), Some(copy)) = (&route.mirror, ctx.mirror.take()) {
                 m.send(copy);
@@ -573,7 +689,15 @@ impl ProxyHttp for Gateway {
                 route: route.map_or(UNMATCHED, |r| r.name.as_str()),
                 metrics: route.map_or(RouteMetrics::unmatched(), |r| &r.metrics),
                 side: ctx.side.unwrap_or(0),
-                upstream: self.pool(ctx).map(|p| p.name.as_str()),
+                // A cache hit asked no upstream.
+                upstream: self
+                    .pool(ctx)
+                    .filter(|_| {
+                        !ctx.cache
+                            .as_ref()
+                            .is_some_and(|c| c.outcome == cache::Outcome::Hit)
+                    })
+                    .map(|p| p.name.as_str()),
                 backend: ctx.attempts.backend(),
                 seconds: ctx.start.map_or(0.0, |t| t.elapsed().as_secs_f64()),
                 upstream_seconds: ctx.attempts.latency,

@@ -14,6 +14,7 @@ use crate::auth::Auth;
 use crate::config::path_policy::PathPolicyConfig;
 use crate::config::{Config, Problem, Problems};
 use crate::drain::Draining;
+use crate::edge::cache::store::Store;
 use crate::forwarded::TrustedProxies;
 use crate::observability::access_log::{AccessLog, Destination};
 use crate::rate_limit::RateLimiter;
@@ -44,6 +45,8 @@ pub struct Gateway {
     pub(crate) redirect_https: Option<u16>,
     /// `tracing.otlp`: the tracer, kept across reloads that leave the section unchanged.
     pub(crate) tracing: Option<Arc<crate::otel::Tracing>>,
+    /// `server.cache`: the response store of every route's `cache` (admin purges it).
+    pub(crate) cache: Option<Arc<Store>>,
 }
 
 impl Gateway {
@@ -186,7 +189,9 @@ impl Runtime {
             _ => Arc::new(AccessLog::new(Destination::from_config(&s.access_log))),
         };
         let router = Router::new(&config.routes);
-        let routes = routes::build(config, &router, &pools, &auth, &limiter).map_err(Problems)?;
+        let cache = cache_store(config, previous);
+        let routes = routes::build(config, &router, &pools, &auth, &limiter, cache.as_ref())
+            .map_err(Problems)?;
         let gateway = Gateway {
             router,
             auth,
@@ -207,6 +212,7 @@ impl Runtime {
                 .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
                 .map(|a| a.port()),
             tracing,
+            cache,
         };
         Ok(Runtime {
             pools,
@@ -214,6 +220,27 @@ impl Runtime {
             tls: None,
         })
     }
+}
+
+/// The response store: the previous generation's, with what it holds, when `server.cache` is
+/// unchanged (entries of routes whose definition changed or that are gone are dropped: they
+/// may no longer be what the route would answer); else a new, empty one.
+fn cache_store(config: &Config, previous: Option<&live::Generation>) -> Option<Arc<Store>> {
+    let wanted = config.server.cache.as_ref()?;
+    let kept = previous.filter(|p| p.config.server.cache.as_ref() == Some(wanted));
+    let Some((old, store)) = kept.and_then(|p| Some((p, p.gateway.cache.clone()?))) else {
+        return Some(Store::new(wanted));
+    };
+    let changed = |name: &str| {
+        let before = old.config.routes.iter().find(|r| r.name == name);
+        let now = config.routes.iter().find(|r| r.name == name);
+        before != now || now.is_none_or(|r| r.cache.is_none())
+    };
+    let dropped = store.forget_routes(changed);
+    if dropped > 0 {
+        tracing::info!("reload: {dropped} cached response(s) of changed routes dropped");
+    }
+    Some(store)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use crate::auth::{Auth, RoutePolicy};
 use crate::config::path_policy::PathPolicyOverride;
 use crate::config::split::SplitBy;
 use crate::config::{Config, Problem};
+use crate::edge::cache::{store::Store, RouteCache};
 use crate::edge::{compress::Compress, cors::Cors, ip_rules::IpRules};
 use crate::header_ops::CompiledHeaderOps;
 use crate::observability::route_metrics::RouteMetrics;
@@ -47,6 +48,8 @@ pub struct RouteRuntime {
     pub compress: Option<Compress>,
     /// The route's metric series, resolved once.
     pub metrics: RouteMetrics,
+    /// `cache`: responses kept in the shared store.
+    pub cache: Option<RouteCache>,
 }
 
 impl RouteRuntime {
@@ -76,6 +79,7 @@ pub fn build(
     pools: &Pools,
     auth: &Auth,
     limiter: &RateLimiter,
+    store: Option<&Arc<Store>>,
 ) -> Result<Vec<RouteRuntime>, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut routes = Vec::with_capacity(config.routes.len());
@@ -175,6 +179,10 @@ pub fn build(
                 .map_or(config.server.max_request_body.0, |b| b.0),
             hide_credentials: r.hide_credentials,
             compress: r.compress.as_ref().map(Compress::new),
+            cache: r.cache.as_ref().zip(store).map(|(cfg, store)| {
+                let identity = r.compress.is_some() || r.response_json.is_some();
+                RouteCache::new(&r.name, cfg, store.clone(), identity)
+            }),
         });
     }
     if problems.is_empty() {
