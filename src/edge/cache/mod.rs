@@ -94,7 +94,9 @@ pub struct Hit {
 /// One request's use of the cache on its way upstream.
 pub struct Exchange {
     pub outcome: Outcome,
-    fill: Option<Filling>,
+    /// Boxed: every request of a cache route carries an `Exchange` in its context (which
+    /// Pingora's per-request future holds several times); only a miss that fills needs this.
+    fill: Option<Box<Filling>>,
 }
 
 /// A miss that may store its response.
@@ -240,12 +242,14 @@ impl RouteCache {
         let miss = |key: Option<Key>, guard: Option<FillGuard>| {
             Begin::Forward(Exchange {
                 outcome: Outcome::Miss,
-                fill: key.map(|key| Filling {
-                    key,
-                    _guard: guard,
-                    requested: SystemTime::now(),
-                    purges: self.store.purges(),
-                    pending: None,
+                fill: key.map(|key| {
+                    Box::new(Filling {
+                        key,
+                        _guard: guard,
+                        requested: SystemTime::now(),
+                        purges: self.store.purges(),
+                        pending: None,
+                    })
                 }),
             })
         };
