@@ -98,7 +98,7 @@ for p in 4900 4901 4902 4903 4905; do wait_url "http://127.0.0.1:$p/"; done
 [ "$TLS" = 1 ] && for p in 4913 4921; do wait_url "https://127.0.0.1:$p/"; done
 if [ "$CACHE" = 1 ]; then
   # The first request fills each cache; the next must be a hit, or the comparison is void.
-  for p in 4906 4907; do
+  for p in 4908 4907; do
     wait_url "http://127.0.0.1:$p/"
     curl -fsS -o /dev/null -D "$run/cache-check.$p" "http://127.0.0.1:$p/"
     grep -qi '^x-cache: HIT' "$run/cache-check.$p" || { echo "port $p does not answer from its cache" >&2; exit 1; }
@@ -157,11 +157,11 @@ for conns in $CONNECTIONS; do
 done
 
 if [ "$CACHE" = 1 ]; then
-  for p in 4906 4907; do
+  for p in 4908 4907; do
     taskset -c "$LOAD_CPU" wrk -t1 -c 64 -d 2s "http://127.0.0.1:$p/" >/dev/null 2>&1 || true
   done
   for rep in $(seq "$REPS"); do
-    for t in "nginx 4906 nginx" "tollgate 4907 tollgate_cache"; do
+    for t in "nginx 4908 nginx" "tollgate 4907 tollgate_cache"; do
       set -- $t
       name="$1"; port="$2"; pidvar="pid_$3"
       wrk_run "$out/cache.hit.$name.$rep" 64 "http://127.0.0.1:$port/" "${!pidvar}"

@@ -623,6 +623,40 @@ async fn spans_arrive_over_grpc() {
     );
 }
 
+/// On a `cache` route the server span says whether the response came from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_routes_mark_their_spans_hit_or_miss() {
+    let collector = Collector::http().await;
+    let backend = Backend::start("orders").await;
+    let tracing = tracing_yaml(&collector.endpoint(), "http/protobuf", 0.0);
+    let yaml = orders(&backend, &tracing).replace(
+        "    upstream: orders\n",
+        "    upstream: orders\n    cache: {ttl: 1m}\n",
+    );
+    let gw = Gateway::start_with(&["cache: {max_size: 1MiB}"], &yaml).await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let trace = trace_id();
+        let tp = format!("00-{trace}-{}-01", span_id());
+        let r = gw.get_with("/orders/cached", &[("traceparent", &tp)]).await;
+        assert_eq!(r.status, 200, "{r}");
+        let spans = collector.request(&trace).await;
+        let server = spans
+            .iter()
+            .find(|g| g.kind() == SpanKind::Server)
+            .cloned()
+            .expect("a server span");
+        seen.push(server.attr("tollgate.cache"));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            Some(AnyValue::StringValue("MISS".into())),
+            Some(AnyValue::StringValue("HIT".into()))
+        ]
+    );
+}
+
 /// A collector that accepts and never answers: every request still succeeds, and the spans
 /// that cannot be sent are dropped and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

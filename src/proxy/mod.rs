@@ -294,17 +294,20 @@ impl Gateway {
         {
             Begin::Forward(exchange) => {
                 cache.count(exchange.outcome);
+                span_cache(ctx, exchange.outcome);
                 ctx.cache = Some(exchange);
                 Ok(false)
             }
             Begin::NotCached => {
                 cache.count(cache::Outcome::Miss);
+                span_cache(ctx, cache::Outcome::Miss);
                 let msg = "the response is not in the cache (only-if-cached)";
                 let r = Refusal::with_message(GatewayError::GatewayTimeout, msg);
                 self.refuse(session, ctx, r).await
             }
             Begin::Hit(hit) => {
                 cache.count(cache::Outcome::Hit);
+                span_cache(ctx, cache::Outcome::Hit);
                 ctx.cache = Some(Exchange::hit());
                 let req = session.req_header();
                 let (mut resp, mut body) = cache::hit_response(&hit.stored, req, Instant::now())?;
@@ -359,6 +362,13 @@ impl Gateway {
             }
         }
         Ok(())
+    }
+}
+
+/// `tollgate.cache` on the request's server span, when it is traced.
+fn span_cache(ctx: &Ctx, outcome: cache::Outcome) {
+    if let Some(spans) = &ctx.spans {
+        spans.set_cache(outcome.header());
     }
 }
 
