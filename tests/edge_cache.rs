@@ -6,11 +6,10 @@
 
 mod common;
 
-use common::canned::{Canned, Upstream};
+use common::canned::{decode, Canned, Upstream};
 use common::metrics::{self, metrics_text};
 use common::tokens::sha256_hex;
 use common::*;
-use std::io::Read;
 use std::time::{Duration, Instant};
 
 const KEY_ACME: &str = "cache-test-key-acme-0123456789";
@@ -443,24 +442,6 @@ fn document() -> (String, serde_json::Value) {
         item.as_object_mut().unwrap().remove("secret");
     }
     (doc, v)
-}
-
-fn decode(encoding: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    match encoding {
-        "gzip" => flate2::read::GzDecoder::new(body)
-            .read_to_end(&mut out)
-            .map(|_| ()),
-        "br" => brotli::Decompressor::new(body, 4096)
-            .read_to_end(&mut out)
-            .map(|_| ()),
-        "zstd" => zstd::stream::read::Decoder::new(body)
-            .and_then(|mut d| d.read_to_end(&mut out))
-            .map(|_| ()),
-        other => panic!("unexpected encoding {other}"),
-    }
-    .unwrap_or_else(|e| panic!("{encoding} body does not decode: {e}"));
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

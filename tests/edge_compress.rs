@@ -4,9 +4,8 @@
 
 mod common;
 
-use common::canned::{gzip, Canned, Upstream};
+use common::canned::{decode, gzip, Canned, Upstream};
 use common::*;
-use std::io::Read;
 
 fn document(fields: usize) -> String {
     let items: Vec<String> = (0..fields)
@@ -39,24 +38,6 @@ routes:
         echo.addr()
     );
     Gateway::start(&body).await
-}
-
-fn decode(encoding: &str, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    match encoding {
-        "gzip" => flate2::read::GzDecoder::new(body)
-            .read_to_end(&mut out)
-            .map(|_| ()),
-        "br" => brotli::Decompressor::new(body, 4096)
-            .read_to_end(&mut out)
-            .map(|_| ()),
-        "zstd" => zstd::stream::read::Decoder::new(body)
-            .and_then(|mut d| d.read_to_end(&mut out))
-            .map(|_| ()),
-        other => panic!("unexpected encoding {other}"),
-    }
-    .unwrap_or_else(|e| panic!("{encoding} body does not decode: {e}"));
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

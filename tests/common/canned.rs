@@ -395,3 +395,24 @@ pub fn raw_deflate(data: &[u8]) -> Vec<u8> {
     e.write_all(data).unwrap();
     e.finish().unwrap()
 }
+
+/// A response body decoded from its `Content-Encoding` (gzip, br or zstd); panics on anything
+/// else or on a body that does not decode.
+pub fn decode(encoding: &str, body: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    match encoding {
+        "gzip" => flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut out)
+            .map(|_| ()),
+        "br" => brotli::Decompressor::new(body, 4096)
+            .read_to_end(&mut out)
+            .map(|_| ()),
+        "zstd" => zstd::stream::read::Decoder::new(body)
+            .and_then(|mut d| d.read_to_end(&mut out))
+            .map(|_| ()),
+        other => panic!("unexpected encoding {other}"),
+    }
+    .unwrap_or_else(|e| panic!("{encoding} body does not decode: {e}"));
+    out
+}
