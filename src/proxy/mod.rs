@@ -293,21 +293,18 @@ impl Gateway {
             .await
         {
             Begin::Forward(exchange) => {
-                cache.count(exchange.outcome);
-                span_cache(ctx, exchange.outcome);
+                note_cache(cache, ctx, exchange.outcome);
                 ctx.cache = Some(exchange);
                 Ok(false)
             }
             Begin::NotCached => {
-                cache.count(cache::Outcome::Miss);
-                span_cache(ctx, cache::Outcome::Miss);
+                note_cache(cache, ctx, cache::Outcome::Miss);
                 let msg = "the response is not in the cache (only-if-cached)";
                 let r = Refusal::with_message(GatewayError::GatewayTimeout, msg);
                 self.refuse(session, ctx, r).await
             }
             Begin::Hit(hit) => {
-                cache.count(cache::Outcome::Hit);
-                span_cache(ctx, cache::Outcome::Hit);
+                note_cache(cache, ctx, cache::Outcome::Hit);
                 ctx.cache = Some(Exchange::hit());
                 let req = session.req_header();
                 let (mut resp, mut body) = cache::hit_response(&hit.stored, req, Instant::now())?;
@@ -365,8 +362,10 @@ impl Gateway {
     }
 }
 
-/// `tollgate.cache` on the request's server span, when it is traced.
-fn span_cache(ctx: &Ctx, outcome: cache::Outcome) {
+/// What the cache did for a request: counted, and `tollgate.cache` on its server span when it
+/// is traced.
+fn note_cache(cache: &cache::RouteCache, ctx: &Ctx, outcome: cache::Outcome) {
+    cache.count(outcome);
     if let Some(spans) = &ctx.spans {
         spans.set_cache(outcome.header());
     }

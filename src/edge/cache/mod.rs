@@ -34,6 +34,7 @@ use bytes::{Bytes, BytesMut};
 use control::{Freshness, Lookup};
 use http::header::{self, HeaderMap, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
+use prometheus::IntCounter;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use store::{Fill, FillGuard, Key, Store, Stored};
@@ -73,6 +74,10 @@ pub struct RouteCache {
     max_object: u64,
     /// Fills ask the upstream for identity (the route compresses or strips JSON).
     identity_upstream: bool,
+    /// `tollgate_cache_requests_total{route, result}` for hit, miss and bypass, resolved
+    /// once (see `observability::route_metrics` for why not per request), in `Outcome`'s
+    /// declaration order.
+    counters: [IntCounter; 3],
 }
 
 /// What [`RouteCache::begin`] decided.
@@ -127,7 +132,17 @@ impl RouteCache {
         identity_upstream: bool,
     ) -> RouteCache {
         let max_object = cfg.max_object(store.max_size);
+        let counter = |o: Outcome| {
+            METRICS
+                .cache_requests
+                .with_label_values(&[route, o.label()])
+        };
         RouteCache {
+            counters: [
+                counter(Outcome::Hit),
+                counter(Outcome::Miss),
+                counter(Outcome::Bypass),
+            ],
             route: route.into(),
             ttl: cfg.ttl.0,
             vary: cfg
@@ -147,10 +162,7 @@ impl RouteCache {
     }
 
     pub fn count(&self, outcome: Outcome) {
-        METRICS
-            .cache_requests
-            .with_label_values(&[&self.route, outcome.label()])
-            .inc();
+        self.counters[outcome as usize].inc();
     }
 
     /// The primary key of a request: `path` is the normalised path (no query), `consumer`
