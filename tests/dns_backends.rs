@@ -373,7 +373,7 @@ async fn a_reload_that_renames_the_backend_resolves_it_before_the_swap() {
     signal(gw.pid(), "HUP");
     let renamed = named_pool(two.port(), &[FAST_HEALTH]).replace(NAME, "other.tollgate.test");
     let deadline = Instant::now() + BOUND;
-    while gw.admin_get("/ready").await.json()["config_generation"] != 2 {
+    while gw.config_generation().await != 2 {
         assert!(
             Instant::now() < deadline,
             "first reload not applied\n{}",

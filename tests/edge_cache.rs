@@ -564,26 +564,6 @@ async fn admin_purges_a_path_or_a_whole_route() {
     assert_eq!(stats.json()["max_size"], 8 * 1024 * 1024);
 }
 
-/// `/ready`'s config generation.
-async fn generation(gw: &Gateway) -> u64 {
-    gw.admin_get("/ready").await.json()["config_generation"]
-        .as_u64()
-        .unwrap_or(0)
-}
-
-async fn reload(gw: &Gateway, expected: u64) {
-    signal(gw.pid(), "HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while generation(gw).await != expected {
-        assert!(
-            Instant::now() < deadline,
-            "reload not applied:\n{}",
-            gw.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_the_store_and_drops_only_changed_routes() {
     let up = Upstream::start().await;
@@ -596,12 +576,12 @@ async fn a_reload_keeps_the_store_and_drops_only_changed_routes() {
     }
     let changed = routes(&up, &echo).replace("cache: {ttl: 1s}", "cache: {ttl: 2s}");
     gw.rewrite_config(&[STORE], &changed);
-    reload(&gw, 2).await;
+    gw.reload_to(2).await;
     assert_eq!(x_cache(&gw.get("/c/kept").await), "HIT");
     assert_eq!(x_cache(&gw.get("/short/changed").await), "MISS");
     // A new store size is a new store.
     gw.rewrite_config(&["cache: {max_size: 4MiB}"], &changed);
-    reload(&gw, 3).await;
+    gw.reload_to(3).await;
     assert_eq!(x_cache(&gw.get("/c/kept").await), "MISS");
 }
 

@@ -8,17 +8,10 @@ mod common;
 use common::pki::{cert_yaml, run, Pki};
 use common::tokens::hs256_token;
 use common::{metrics, signal, upstream_yaml, Backend, Gateway};
-use serde_json::Value;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// `/ready`'s config generation.
-async fn generation(gw: &Gateway) -> u64 {
-    let ready: Value = gw.admin_get("/ready").await.json();
-    ready["config_generation"].as_u64().unwrap_or(0)
-}
 
 async fn reloads(gw: &Gateway, result: &str) -> f64 {
     let text = gw.admin_get("/metrics").await.text();
@@ -37,7 +30,7 @@ async fn reload(gw: &Gateway, expected: u64) -> bool {
     signal(gw.pid(), "HUP");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        if generation(gw).await == expected {
+        if gw.config_generation().await == expected {
             return true;
         }
         if reloads(gw, "refused").await > refused_before {
@@ -209,7 +202,7 @@ async fn a_broken_config_is_refused_and_the_old_one_keeps_serving() {
         !reload(&gw, 2).await,
         "a config with a dangling upstream was applied"
     );
-    assert_eq!(generation(&gw).await, 1);
+    assert_eq!(gw.config_generation().await, 1);
     assert_eq!(gw.get("/steady").await.status, 200);
     assert_eq!(gw.get("/extra").await.status, 404, "nothing of it applied");
     let logs = gw.logs();

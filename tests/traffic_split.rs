@@ -8,29 +8,7 @@ mod common;
 
 use common::tokens::sha256_hex;
 use common::*;
-use serde_json::Value;
-use std::time::{Duration, Instant};
 use tollgate::upstream::split::stable_hash;
-
-/// `/ready`'s config generation.
-async fn generation(gw: &Gateway) -> u64 {
-    let ready: Value = gw.admin_get("/ready").await.json();
-    ready["config_generation"].as_u64().unwrap_or(0)
-}
-
-/// SIGHUP and wait (≤ 10 s) until generation `expected` serves.
-async fn reload(gw: &Gateway, expected: u64) {
-    signal(gw.pid(), "HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while generation(gw).await != expected {
-        assert!(
-            Instant::now() < deadline,
-            "reload not applied:\n{}",
-            gw.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// 2,000 random-split requests at 90/10: the canary gets 10% ± 2.5% (150..=250; the binomial
 /// standard deviation is 13.4, so the bound is ~3.7 σ). Every request succeeds, and the access
@@ -170,7 +148,7 @@ async fn sticky_split_keeps_consumers_and_raising_the_weight_moves_only_the_band
     );
 
     gw.rewrite_config(&[], &sticky_body(&v1, &v2, 80, 20));
-    reload(&gw, 2).await;
+    gw.reload_to(2).await;
     let after = sides(&gw, 3).await;
     let mut moved = 0;
     for i in 0..KEYS {

@@ -244,6 +244,27 @@ impl Gateway {
         send(&self.client, "GET", &self.admin_url(path), &[]).await
     }
 
+    /// `/ready`'s config generation (0 when it cannot be read).
+    pub async fn config_generation(&self) -> u64 {
+        self.admin_get("/ready").await.json()["config_generation"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
+    /// SIGHUP, then wait (≤ 10 s) until generation `expected` serves.
+    pub async fn reload_to(&self, expected: u64) {
+        signal(self.pid(), "HUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.config_generation().await != expected {
+            assert!(
+                Instant::now() < deadline,
+                "reload not applied:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `GET <target>` sent byte-for-byte to the public port.
     pub async fn raw_get(&self, target: &str, host: &str) -> Resp {
         raw_get(self.port, target, host).await
