@@ -154,7 +154,22 @@ pub fn build(
     };
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(config, flags));
 
+    // Built-in backends (the demo's) are listening services, which Pingora marks ready before
+    // their sockets are bound: the first health round waits until they accept, or it would
+    // find them down and the first second of traffic would get 503s.
+    let extra_listen: Vec<String> = extra
+        .iter()
+        .filter_map(|s| s.listen_addresses())
+        .flatten()
+        .collect();
     let extra_handles = server.add_services(extra);
+    let extra_probe = server.add_service(background_service(
+        "built-in backends probe",
+        ListenerProbe::new(&extra_listen),
+    ));
+    for h in &extra_handles {
+        extra_probe.add_dependency(h);
+    }
 
     let health = background_service(
         "health checks",
@@ -170,9 +185,7 @@ pub fn build(
         service.threads = Some(1);
         server.add_service(service);
     }
-    for h in &extra_handles {
-        health_handle.add_dependency(h);
-    }
+    health_handle.add_dependency(&extra_probe);
 
     // Bootstrap (taking the listening sockets over from an old process on upgrade, and telling a
     // waiting `-d` parent that we are up) runs as a service *after* the first health round and

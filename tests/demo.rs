@@ -30,8 +30,8 @@ async fn demo_serves_http1_h2c_and_https_with_http2() {
         .arg("demo")
         .current_dir(dir.path())
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(std::fs::File::create(dir.path().join("stdout")).expect("stdout file"))
+        .stderr(std::fs::File::create(dir.path().join("stderr")).expect("stderr file"))
         .spawn()
         .expect("spawn tollgate demo");
     // Killed even when a wait below panics: the demo's fixed ports must not stay taken.
@@ -69,7 +69,15 @@ async fn demo_serves_http1_h2c_and_https_with_http2() {
         seen.push(version_and_status(extra, url));
     }
     drop(demo);
+    // On a failure, the demo's access log (stdout) and error log say which answer it was.
+    let log = |name| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
     for ((extra, url, want), got) in cases.iter().zip(&seen) {
-        assert_eq!(got, want, "curl {extra:?} {url}");
+        assert_eq!(
+            got,
+            want,
+            "curl {extra:?} {url}\n--- stdout\n{}\n--- stderr\n{}",
+            log("stdout"),
+            log("stderr")
+        );
     }
 }
