@@ -7,6 +7,11 @@ use ipnet::IpNet;
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
 
+/// `X-Forwarded-*` names parsed once (a lookup by `&str` parses the name on every request).
+pub const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: http::HeaderName = http::HeaderName::from_static("x-forwarded-host");
+
 /// The client of one request as the gateway sees it.
 #[derive(Debug, Clone, Default)]
 pub struct Client {
@@ -33,11 +38,11 @@ impl Client {
         if let Some(xff) = &self.forwarded_for {
             upstream.insert_header("X-Forwarded-For", xff.as_str())?;
         }
-        if !(self.peer_trusted && original.headers.contains_key("x-forwarded-proto")) {
+        if !(self.peer_trusted && original.headers.contains_key(X_FORWARDED_PROTO)) {
             let proto = if self.tls { "https" } else { "http" };
             upstream.insert_header("X-Forwarded-Proto", proto)?;
         }
-        let keep_host = self.peer_trusted && original.headers.contains_key("x-forwarded-host");
+        let keep_host = self.peer_trusted && original.headers.contains_key(X_FORWARDED_HOST);
         if !keep_host && !host.is_empty() {
             upstream.insert_header("X-Forwarded-Host", host.to_owned())?;
         }

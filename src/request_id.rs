@@ -1,5 +1,8 @@
 //! `X-Request-Id`: keep a caller's id when it is safe to log and echo, otherwise mint one.
 
+/// `X-Request-Id`, parsed once: a lookup by `&str` parses the name on every request.
+pub const HEADER: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
 /// Longest incoming id we keep; longer ones are replaced rather than truncated.
 const MAX_LEN: usize = 128;
 

@@ -2,6 +2,10 @@
 //! is none, and expose the trace id for the access log — so the gateway appears in distributed
 //! traces without an OpenTelemetry SDK on the hot path.
 
+/// Header names parsed once (a lookup by `&str` parses the name on every request).
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+pub const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
 /// A validated `traceparent`'s trace id, or a freshly minted header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TraceContext {
@@ -75,7 +79,7 @@ impl TraceContext {
     pub fn set_upstream(&self, upstream: &mut pingora::http::RequestHeader) -> pingora::Result<()> {
         if let TraceContext::Started { header, .. } = self {
             upstream.insert_header("traceparent", header.as_str())?;
-            upstream.remove_header("tracestate");
+            upstream.remove_header(&TRACESTATE);
         }
         Ok(())
     }

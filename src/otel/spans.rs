@@ -72,7 +72,11 @@ fn protocol_version(req: &RequestHeader) -> &'static str {
 
 /// The remote parent of a valid incoming `traceparent` (with its `tracestate`).
 fn remote_parent(req: &RequestHeader) -> Option<Context> {
-    let header = req.headers.get("traceparent")?.to_str().ok()?;
+    let header = req
+        .headers
+        .get(crate::trace_context::TRACEPARENT)?
+        .to_str()
+        .ok()?;
     let parts = trace_context::parts(header)?;
     let trace_id = TraceId::from_hex(parts.trace_id).ok()?;
     let span_id = SpanId::from_hex(parts.parent_id).ok()?;

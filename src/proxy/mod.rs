@@ -28,10 +28,9 @@ use crate::trace_context::{self, TraceContext};
 use crate::upstream::mirror::MirrorCopy;
 use crate::upstream::split::SplitInput;
 use crate::upstream::{retry, Attempts, Pool};
-use async_trait::async_trait;
 use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 use std::sync::Arc;
@@ -167,7 +166,7 @@ impl Gateway {
                 method,
             )?;
             let cors = self.routes[route].cors.as_ref()?;
-            let requested = header_str(req, "access-control-request-headers");
+            let requested = header_str(req, http::header::ACCESS_CONTROL_REQUEST_HEADERS);
             Some((route, cors.preflight(origin, method, requested)))
         });
         let (route, normalized) = match preflight {
@@ -215,7 +214,8 @@ impl Gateway {
         self.limit(session, ctx, Stage::AfterAuth).await?;
         // Declared body too large: refuse before reading it.
         let req = session.req_header();
-        let declared = header_str(req, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        let declared = header_str(req, http::header::CONTENT_LENGTH)
+            .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > rt.max_request_body) {
             return Err(Refusal::of(GatewayError::PayloadTooLarge));
         }
@@ -311,7 +311,7 @@ impl Gateway {
                 // Compressed per client from the stored identity body, each coding once per
                 // entry; whole, so the answer keeps a Content-Length.
                 if let (Some(compress), Some(_)) = (&route.compress, &body) {
-                    let accept = header_str(req, "accept-encoding");
+                    let accept = header_str(req, http::header::ACCEPT_ENCODING);
                     if let Some(coding) = compress.choose(false, accept, &mut resp)? {
                         if let Some(encoded) = cache.encoded_body(&hit, coding)? {
                             compress::encoded_head(coding, &mut resp)?;
@@ -371,31 +371,38 @@ fn note_cache(cache: &cache::RouteCache, ctx: &Ctx, outcome: cache::Outcome) {
     }
 }
 
-fn header_str<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+fn header_str(req: &RequestHeader, name: impl http::header::AsHeaderName) -> Option<&str> {
     req.headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-#[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = Ctx;
-
+/// Pingora's phases for one generation, as inherent methods: [`live::LiveProxy`] is the
+/// `ProxyHttp` Pingora serves and awaits these inside its own phase futures, so each phase is
+/// one boxed future per request instead of two (an `async_trait` here would box again).
+impl Gateway {
     /// No downstream modules: Pingora's default registers a (disabled) compression module
     /// that still runs on every request and response.
-    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+    pub fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
-    fn new_ctx(&self) -> Ctx {
+    pub fn new_ctx(&self) -> Ctx {
         Ctx {
             start: Some(Instant::now()),
             ..Ctx::default()
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+    pub async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<bool> {
         ctx.in_flight = Some(observability::InFlight::enter());
         let req = session.req_header();
-        let incoming_id = req.headers.get("x-request-id").map(|v| v.as_bytes());
+        let incoming_id = req.headers.get(request_id::HEADER).map(|v| v.as_bytes());
         ctx.request_id = request_id::from_incoming(incoming_id);
-        ctx.trace = Some(trace_context::from_incoming(header_str(req, "traceparent")));
+        ctx.trace = Some(trace_context::from_incoming(header_str(
+            req,
+            trace_context::TRACEPARENT,
+        )));
         // Client identity first: every answer, even a 400 or 404, is logged with it.
         let peer = session
             .client_addr()
@@ -403,7 +410,7 @@ impl ProxyHttp for Gateway {
             .map(|a| a.ip());
         let digest = session.digest();
         let tls = digest.is_some_and(|d| d.ssl_digest.is_some());
-        let xff = header_str(req, "x-forwarded-for");
+        let xff = header_str(req, crate::forwarded::X_FORWARDED_FOR);
         ctx.client = self.trusted.client(peer, xff, tls);
         ctx.client.certificate = ClientCert::of(digest);
         if let Some(tracing) = &self.tracing {
@@ -437,7 +444,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn request_body_filter(
+    pub async fn request_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
@@ -462,7 +469,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_peer(
+    pub async fn upstream_peer(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
@@ -488,7 +495,7 @@ impl ProxyHttp for Gateway {
         Ok(peer)
     }
 
-    fn fail_to_connect(
+    pub fn fail_to_connect(
         &self,
         _s: &mut Session,
         _peer: &HttpPeer,
@@ -504,7 +511,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    fn error_while_proxy(
+    pub fn error_while_proxy(
         &self,
         peer: &HttpPeer,
         session: &mut Session,
@@ -521,7 +528,7 @@ impl ProxyHttp for Gateway {
             .proxy_failed(pool, e, retry::replayable(session), client_reused)
     }
 
-    async fn upstream_request_filter(
+    pub async fn upstream_request_filter(
         &self,
         session: &mut Session,
         upstream: &mut RequestHeader,
@@ -555,7 +562,7 @@ impl ProxyHttp for Gateway {
             // One stored representation for every client: compressed on the way out.
             let filling = ctx.cache.as_ref().is_some_and(Exchange::filling);
             if filling && route.cache.as_ref().is_some_and(|c| c.identity_upstream()) {
-                upstream.remove_header("accept-encoding");
+                upstream.remove_header(&http::header::ACCEPT_ENCODING);
             }
         }
         // Identity headers last: nothing configured or sent by the client can override them.
@@ -570,7 +577,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn upstream_response_filter(
+    pub async fn upstream_response_filter(
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
@@ -597,13 +604,13 @@ impl ProxyHttp for Gateway {
         // Strip, then compress: decided on the head as stripping left it, here so that
         // Pingora frames the now length-less body as chunked.
         if let Some(compress) = &route.compress {
-            let accept = header_str(session.req_header(), "accept-encoding");
+            let accept = header_str(session.req_header(), http::header::ACCEPT_ENCODING);
             ctx.encoder = compress.on_response_head(head, accept, resp)?;
         }
         Ok(())
     }
 
-    fn response_body_filter(
+    pub fn response_body_filter(
         &self,
         session: &mut Session,
         body: &mut Option<Bytes>,
@@ -629,7 +636,7 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    async fn response_filter(
+    pub async fn response_filter(
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
@@ -639,7 +646,12 @@ impl ProxyHttp for Gateway {
         self.on_response(session, resp, ctx)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    pub async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Ctx,
+    ) -> FailToProxy {
         let retry_after = ctx.attempts.retry_after;
         let answered = reply::on_failure(
             session,
@@ -658,11 +670,11 @@ impl ProxyHttp for Gateway {
 
     /// Answers the gateway decided on purpose (413, 503 with nothing healthy, 400 for broken
     /// framing) are not errors of the gateway; they are in the access log and metrics, not the error log.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+    pub fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
         matches!(error.etype(), ErrorType::HTTPStatus(_)) || classify::broke_framing(error)
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    pub async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         if let (Some(route), Some(pool)) = (ctx.route.map(|i| &self.routes[i]), self.pool(ctx)) {
             ctx.attempts.finished(pool, e);
             // An empty body ends without a body chunk saying so: stored now.
