@@ -3,6 +3,7 @@
 //! An incoming `X-Forwarded-For` is believed only when the TCP peer is a configured trusted
 //! proxy; from anyone else it is discarded, because any client can write that header.
 
+use http::HeaderValue;
 use ipnet::IpNet;
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
@@ -39,12 +40,19 @@ impl Client {
             upstream.insert_header("X-Forwarded-For", xff.as_str())?;
         }
         if !(self.peer_trusted && original.headers.contains_key(X_FORWARDED_PROTO)) {
-            let proto = if self.tls { "https" } else { "http" };
+            let proto = HeaderValue::from_static(if self.tls { "https" } else { "http" });
             upstream.insert_header("X-Forwarded-Proto", proto)?;
         }
         let keep_host = self.peer_trusted && original.headers.contains_key(X_FORWARDED_HOST);
         if !keep_host && !host.is_empty() {
-            upstream.insert_header("X-Forwarded-Host", host.to_owned())?;
+            // The client's own `Host` value shares the parsed head's buffer: no copy.
+            let value = match original.headers.get(http::header::HOST) {
+                Some(v) if v.as_bytes() == host.as_bytes() => v.clone(),
+                _ => HeaderValue::from_str(host).map_err(|_| {
+                    pingora::Error::explain(pingora::ErrorType::InvalidHTTPHeader, "host")
+                })?,
+            };
+            upstream.insert_header("X-Forwarded-Host", value)?;
         }
         Ok(())
     }

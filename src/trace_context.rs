@@ -6,23 +6,46 @@
 pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 pub const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
 
-/// A validated `traceparent`'s trace id, or a freshly minted header.
+/// A validated `traceparent`'s trace id, or a freshly minted header. Both are kept inline:
+/// every request has one, so it costs no allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TraceContext {
     /// The client's header is valid and is forwarded as is.
-    Incoming { trace_id: String },
+    Incoming { trace_id: Ascii<32> },
     /// None (or an invalid one) came in: this header must be set upstream, and an incoming
     /// `tracestate` dropped (it belonged to the discarded trace).
-    Started { trace_id: String, header: String },
+    Started { header: Ascii<55> },
 }
 
 impl TraceContext {
     pub fn trace_id(&self) -> &str {
         match self {
-            TraceContext::Incoming { trace_id } | TraceContext::Started { trace_id, .. } => {
-                trace_id
-            }
+            TraceContext::Incoming { trace_id } => trace_id.as_str(),
+            TraceContext::Started { header } => header.as_str().get(3..35).unwrap_or(""),
         }
+    }
+}
+
+/// `N` bytes of ASCII (lower-case hex and dashes here), held inline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Ascii<const N: usize>([u8; N]);
+
+impl<const N: usize> Ascii<N> {
+    /// `s` when it is exactly `N` ASCII bytes.
+    pub fn new(s: &str) -> Option<Self> {
+        let bytes: [u8; N] = s.as_bytes().try_into().ok()?;
+        bytes.is_ascii().then_some(Ascii(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Built only from ASCII (`new` checks it, `from_incoming` writes hex).
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for Ascii<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -77,7 +100,7 @@ impl TraceContext {
     /// A trace this hop started replaces whatever `traceparent`/`tracestate` came in; an
     /// incoming valid one travels on untouched.
     pub fn set_upstream(&self, upstream: &mut pingora::http::RequestHeader) -> pingora::Result<()> {
-        if let TraceContext::Started { header, .. } = self {
+        if let TraceContext::Started { header } = self {
             upstream.insert_header("traceparent", header.as_str())?;
             upstream.remove_header(&TRACESTATE);
         }
@@ -86,34 +109,30 @@ impl TraceContext {
 }
 
 pub fn from_incoming(value: Option<&str>) -> TraceContext {
-    match value.and_then(parse) {
-        Some(id) => TraceContext::Incoming {
-            trace_id: id.to_string(),
-        },
+    match value.and_then(parse).and_then(Ascii::new) {
+        Some(trace_id) => TraceContext::Incoming { trace_id },
         None => {
             // Random, non-zero ids from the thread-local fast RNG (W3C asks for uniqueness,
             // not secrecy), hex-encoded without the formatting machinery: every request
             // without a valid `traceparent` pays this.
             let trace = fastrand::u128(1..);
             let span = fastrand::u64(1..);
-            let mut header = String::with_capacity(55);
-            header.push_str("00-");
-            push_hex(&mut header, &trace.to_be_bytes());
-            header.push('-');
-            push_hex(&mut header, &span.to_be_bytes());
-            header.push_str("-01");
-            let trace_id = header[3..35].to_owned();
-            TraceContext::Started { trace_id, header }
+            let mut header = *b"00-00000000000000000000000000000000-0000000000000000-01";
+            write_hex(&mut header[3..35], &trace.to_be_bytes());
+            write_hex(&mut header[36..52], &span.to_be_bytes());
+            TraceContext::Started {
+                header: Ascii(header),
+            }
         }
     }
 }
 
-/// Lower-case hex of `bytes`, appended.
-fn push_hex(out: &mut String, bytes: &[u8]) {
+/// Lower-case hex of `bytes` into `out` (twice as long).
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0xf)] as char);
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
 }
 
@@ -127,7 +146,7 @@ mod tests {
         assert_eq!(
             from_incoming(Some(tp)),
             TraceContext::Incoming {
-                trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into()
+                trace_id: Ascii::new("4bf92f3577b34da6a3ce929d0e0e4736").expect("32 bytes")
             }
         );
         for bad in [
@@ -139,8 +158,9 @@ mod tests {
             "garbage",
         ] {
             match from_incoming(Some(bad)) {
-                TraceContext::Started { header, trace_id } => {
-                    assert_eq!(parse(&header), Some(trace_id.as_str()), "{header}");
+                started @ TraceContext::Started { header } => {
+                    let header = header.as_str();
+                    assert_eq!(parse(header), Some(started.trace_id()), "{header}");
                 }
                 other => panic!("accepted {bad}: {other:?}"),
             }

@@ -6,7 +6,7 @@
 //! answer at all); a client span is `Error` for a 4xx/5xx answer or a failed attempt.
 
 use super::Tracing;
-use crate::trace_context::{self, TraceContext};
+use crate::trace_context::{self, Ascii, TraceContext};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
     TraceState, Tracer as _,
@@ -165,11 +165,10 @@ impl RequestSpans {
     /// trace is kept; a trace the gateway started takes the server span's trace id.
     pub fn adopt(&self, trace: &mut TraceContext) {
         let sc = self.server.span().span_context().clone();
-        if let TraceContext::Started { .. } = trace {
-            *trace = TraceContext::Started {
-                trace_id: sc.trace_id().to_string(),
-                header: traceparent_of(&sc),
-            };
+        if let TraceContext::Started { header } = trace {
+            if let Some(ours) = Ascii::new(&traceparent_of(&sc)) {
+                *header = ours;
+            }
         }
     }
 

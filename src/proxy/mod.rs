@@ -40,7 +40,7 @@ use std::time::Instant;
 #[derive(Default)]
 pub struct Ctx {
     start: Option<Instant>,
-    request_id: String,
+    request_id: request_id::RequestId,
     trace: Option<TraceContext>,
     client: Client,
     route: Option<usize>,
@@ -341,7 +341,7 @@ impl Gateway {
         resp: &mut ResponseHeader,
         ctx: &Ctx,
     ) -> pingora::Result<()> {
-        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        resp.insert_header("X-Request-Id", ctx.request_id.header())?;
         self.draining.on_response(session, resp)?;
         for (name, value) in ctx.limits.headers() {
             resp.insert_header(name, value)?;
@@ -397,8 +397,7 @@ impl Gateway {
     ) -> pingora::Result<bool> {
         ctx.in_flight = Some(observability::InFlight::enter());
         let req = session.req_header();
-        let incoming_id = req.headers.get(request_id::HEADER).map(|v| v.as_bytes());
-        ctx.request_id = request_id::from_incoming(incoming_id);
+        ctx.request_id = request_id::from_incoming(req.headers.get(request_id::HEADER));
         ctx.trace = Some(trace_context::from_incoming(header_str(
             req,
             trace_context::TRACEPARENT,
@@ -537,7 +536,7 @@ impl Gateway {
         if let Some(p) = &ctx.upstream_path {
             upstream.set_raw_path(p.as_bytes())?;
         }
-        upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        upstream.insert_header("X-Request-Id", ctx.request_id.header())?;
         if let Some(trace) = &ctx.trace {
             trace.set_upstream(upstream)?;
         }

@@ -173,13 +173,13 @@ impl Refusal {
 pub async fn on_failure(
     session: &mut Session,
     e: &pingora::Error,
-    request_id: &mut String,
+    request_id: &mut crate::request_id::RequestId,
     retry_after: Option<u64>,
     mut headers: Vec<(&'static str, String)>,
 ) -> Option<GatewayError> {
     let kind = classify::classify(e)?;
     if request_id.is_empty() {
-        *request_id = crate::request_id::generate();
+        *request_id = crate::request_id::RequestId::generate();
     }
     if session.response_written().is_some() {
         return Some(kind);
