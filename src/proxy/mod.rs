@@ -343,9 +343,7 @@ impl Gateway {
     ) -> pingora::Result<()> {
         resp.insert_header("X-Request-Id", ctx.request_id.header())?;
         self.draining.on_response(session, resp)?;
-        for (name, value) in ctx.limits.headers() {
-            resp.insert_header(name, value)?;
-        }
+        ctx.limits.apply(resp)?;
         if let Some(route) = self.route(ctx) {
             route.response_headers.apply_response(resp)?;
             if let Some(cors) = &route.cors {
