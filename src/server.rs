@@ -163,13 +163,17 @@ pub fn build(
         .flatten()
         .collect();
     let extra_handles = server.add_services(extra);
-    let extra_probe = server.add_service(background_service(
-        "built-in backends probe",
-        ListenerProbe::new(&extra_listen),
-    ));
-    for h in &extra_handles {
-        extra_probe.add_dependency(h);
-    }
+    // Only `demo` has such services: a plain `run` starts no probe (and no runtime for one).
+    let extra_probe = (!extra_listen.is_empty()).then(|| {
+        let mut probe =
+            background_service("built-in backends probe", ListenerProbe::new(&extra_listen));
+        probe.threads = Some(1);
+        let handle = server.add_service(probe);
+        for h in &extra_handles {
+            handle.add_dependency(h);
+        }
+        handle
+    });
 
     let health = background_service(
         "health checks",
@@ -185,7 +189,9 @@ pub fn build(
         service.threads = Some(1);
         server.add_service(service);
     }
-    health_handle.add_dependency(&extra_probe);
+    if let Some(probe) = &extra_probe {
+        health_handle.add_dependency(probe);
+    }
 
     // Bootstrap (taking the listening sockets over from an old process on upgrade, and telling a
     // waiting `-d` parent that we are up) runs as a service *after* the first health round and
