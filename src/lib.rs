@@ -45,6 +45,8 @@ pub mod response_json;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+#[cfg(test)]
+mod test_support;
 pub mod tls;
 pub mod trace_context;
 pub mod upgrade;

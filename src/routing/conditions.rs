@@ -143,16 +143,7 @@ mod tests {
         Conditions::compile(&m).expect("compiles")
     }
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
+    use crate::test_support::header_map as headers;
 
     #[test]
     fn no_conditions_compile_to_nothing() {

@@ -318,16 +318,7 @@ pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        h
-    }
+    use crate::test_support::header_map as headers;
 
     const TTL: Duration = Duration::from_secs(30);
 
