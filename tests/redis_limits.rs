@@ -159,6 +159,58 @@ async fn batched_mode_shares_one_limit_between_two_gateways() {
     shared_limit_holds_across_two_gateways("batched", 0.25).await;
 }
 
+/// A client at 3× its limit that starts 0.65 s into a wall-clock second (where Redis-shared
+/// windows have their boundaries) is admitted at the limit ±10 % over three windows, its first
+/// burst included: the same arithmetic as the local limiter, on counts kept in Redis. (With
+/// only a previous and a current interval, this start admitted 73 of 180.)
+async fn a_late_start_is_held_within_ten_percent(sync: &str) {
+    let redis = RedisServer::start();
+    let backend = Backend::start("b").await;
+    let yaml = config(
+        &redis.url(),
+        &backend,
+        &format!("requests: 20\n    per: 1s\n    sync: {sync}"),
+    );
+    let gw = Gateway::start(&yaml).await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    tokio::time::sleep(Duration::from_millis(1000 - now_ms % 1000 + 650)).await;
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / 60);
+    let mut admitted = 0;
+    for i in 0..180 {
+        tick.tick().await;
+        let r = gw.get("/x").await;
+        match r.status {
+            200 => admitted += 1,
+            429 => {
+                r.assert_gateway_error(429, "rate_limited");
+            }
+            other => panic!("request {i}: unexpected {other}: {r}"),
+        }
+    }
+    eprintln!("sync {sync}: admitted {admitted} of 180 (band 54..=66)");
+    assert_eq!(
+        backend.hits(),
+        admitted,
+        "the backend sees exactly the 200s"
+    );
+    assert!(
+        (54..=66).contains(&admitted),
+        "sync {sync}: admitted {admitted} of 180, want 60 ± 10 %"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn atomic_mode_holds_a_late_starter_within_ten_percent() {
+    a_late_start_is_held_within_ten_percent("atomic").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_mode_holds_a_late_starter_within_ten_percent() {
+    a_late_start_is_held_within_ten_percent("batched").await;
+}
+
 fn backend_errors(text: &str) -> f64 {
     metrics::value(text, "tollgate_ratelimit_backend_errors_total", &[]).unwrap_or(0.0)
 }

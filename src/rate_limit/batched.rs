@@ -1,18 +1,19 @@
 //! `sync: batched`: decisions against a local copy of the fleet-wide count, synced in the
 //! background, so the request path never waits for Redis.
 //!
-//! Each active key keeps the global counts last read from Redis (`prev`, `curr`) plus the
-//! requests this gateway admitted since (`pending`). Every `sync_interval` a background task
+//! Each active key keeps the global counts of the window's sub-intervals last read from Redis
+//! plus the requests this gateway admitted since (`pending`). Every `sync_interval` a background task
 //! pushes `pending` with `INCRBY` and reads back the global counts in one pipeline. Between
 //! syncs a gateway does not see the others' admissions, so a fleet of `N` gateways can admit up
 //! to about `(N − 1) × rate × sync_interval` beyond the limit; `sync: atomic` is exact at the
 //! price of one round trip per request.
 //!
 //! Memory is bounded: at most `max_keys` keys per limit are tracked (others are decided by the
-//! local estimator alone), and keys idle for a whole interval are dropped at the next sync.
+//! local estimator alone), and keys idle for a whole window are dropped at the next sync.
 
-use super::redis_backend::{Clock, RedisShared};
-use super::window::{decide, Decision, WindowState};
+use super::redis_backend::{expiry_ms, Clock, RedisShared};
+use super::sliding::SLOTS;
+use super::window::{decide, Decision};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
@@ -22,37 +23,43 @@ const SHARDS: usize = 16;
 
 #[derive(Debug)]
 struct Entry {
-    /// The Redis key without its interval suffix.
+    /// The Redis key without its sub-interval suffix.
     base: String,
-    interval: u64,
-    /// Global counts from the last sync (our own flushed admissions included).
-    prev: u64,
-    curr: u64,
-    /// Admitted here since the last sync.
+    /// The sub-interval `counts` end with.
+    sub: u64,
+    /// Global counts of the window's sub-intervals from the last sync (our own flushed
+    /// admissions included), oldest first.
+    counts: [u64; SLOTS],
+    /// Admitted here in `sub` since the last sync.
     pending: u64,
-    /// Admissions of an interval that ended before they were flushed.
-    spill: Option<(u64, u64)>,
-    /// Last interval in which a request used this key.
+    /// Admissions of sub-intervals that ended before they were flushed: `(sub, count)`.
+    spill: Vec<(u64, u64)>,
+    /// Last sub-interval in which a request used this key.
     used: u64,
 }
 
 impl Entry {
-    /// Move to `interval`: what was current becomes previous (our unflushed part included).
-    fn roll(&mut self, interval: u64) {
-        if interval <= self.interval {
+    /// Move to `sub`: the window slides by the sub-intervals that passed (our unflushed part
+    /// stays counted where it happened, and is flushed to Redis as a spill).
+    fn roll(&mut self, sub: u64) {
+        if sub <= self.sub {
             return;
         }
         if self.pending > 0 {
-            self.spill = Some((self.interval, self.pending));
+            self.spill.push((self.sub, self.pending));
+            self.counts[SLOTS - 1] += std::mem::take(&mut self.pending);
         }
-        self.prev = if interval == self.interval + 1 {
-            self.curr + self.pending
-        } else {
-            0
-        };
-        self.curr = 0;
-        self.pending = 0;
-        self.interval = interval;
+        let passed = (sub - self.sub).min(SLOTS as u64) as usize;
+        self.counts.rotate_left(passed);
+        self.counts[SLOTS - passed..].fill(0);
+        self.sub = sub;
+    }
+
+    /// The counts to decide on: the last sync's plus this gateway's since.
+    fn window_counts(&self) -> [u64; SLOTS] {
+        let mut counts = self.counts;
+        counts[SLOTS - 1] += self.pending;
+        counts
     }
 }
 
@@ -68,10 +75,10 @@ pub struct Batched {
 struct SyncItem {
     shard: usize,
     hash: u64,
-    curr_key: String,
-    prev_key: String,
+    /// The window's sub-intervals, oldest first; the last is the current one.
+    keys: [String; SLOTS],
     delta: u64,
-    spill: Option<(String, u64)>,
+    spill: Vec<(String, u64)>,
 }
 
 fn hash_key(key: &str) -> u64 {
@@ -106,21 +113,16 @@ impl Batched {
         }
         let entry = map.entry(hash).or_insert_with(|| Entry {
             base: shared.base_key(&self.name, key),
-            interval: clock.interval,
-            prev: 0,
-            curr: 0,
+            sub: clock.sub,
+            counts: [0; SLOTS],
             pending: 0,
-            spill: None,
-            used: clock.interval,
+            spill: Vec::new(),
+            used: clock.sub,
         });
-        entry.roll(clock.interval);
-        entry.used = clock.interval;
+        entry.roll(clock.sub);
+        entry.used = clock.sub;
         Some(decide(
-            WindowState {
-                prev: entry.prev as f64,
-                curr: (entry.curr + entry.pending) as f64,
-                fraction: clock.fraction,
-            },
+            clock.window(entry.window_counts()),
             self.limit,
             self.per,
         ))
@@ -134,7 +136,7 @@ impl Batched {
             return;
         };
         if let Some(entry) = map.get_mut(&hash) {
-            entry.roll(clock.interval);
+            entry.roll(clock.sub);
             entry.pending += 1;
         }
     }
@@ -148,23 +150,27 @@ impl Batched {
     }
 
     /// Take this round's work: every tracked key's unflushed admissions, and drop keys idle
-    /// for a whole interval.
-    fn take_work(&self, interval: u64) -> Vec<SyncItem> {
+    /// for a whole window.
+    fn take_work(&self, clock: Clock) -> Vec<SyncItem> {
         let mut work = Vec::new();
         for (shard, lock) in self.shards.iter().enumerate() {
             let Ok(mut map) = lock.lock() else {
                 continue;
             };
-            map.retain(|_, e| e.used + 1 >= interval || e.pending > 0 || e.spill.is_some());
+            map.retain(|_, e| {
+                e.used + SLOTS as u64 > clock.sub || e.pending > 0 || !e.spill.is_empty()
+            });
             for (hash, e) in map.iter_mut() {
-                e.roll(interval);
+                e.roll(clock.sub);
                 work.push(SyncItem {
                     shard,
                     hash: *hash,
-                    curr_key: format!("{}:{}", e.base, interval),
-                    prev_key: format!("{}:{}", e.base, interval.saturating_sub(1)),
+                    keys: clock.window_subs().map(|sub| format!("{}:{sub}", e.base)),
                     delta: std::mem::take(&mut e.pending),
-                    spill: e.spill.take().map(|(i, n)| (format!("{}:{i}", e.base), n)),
+                    spill: std::mem::take(&mut e.spill)
+                        .into_iter()
+                        .map(|(sub, n)| (format!("{}:{sub}", e.base), n))
+                        .collect(),
                 });
             }
         }
@@ -174,40 +180,44 @@ impl Batched {
     /// One sync round: push admissions, pull global counts. On failure the unflushed counts
     /// are dropped (the fallback is local anyway) and the backend is marked down.
     pub async fn sync(&self, shared: &RedisShared, clock: Clock) {
-        let work = self.take_work(clock.interval);
+        let work = self.take_work(clock);
         if work.is_empty() {
             return;
         }
-        let ttl_ms = (self.per.as_millis() as u64).saturating_mul(2).max(1);
+        let ttl_ms = expiry_ms(self.per);
         let mut pipe = redis::pipe();
         for item in &work {
-            if let Some((key, n)) = &item.spill {
+            for (key, n) in &item.spill {
                 pipe.cmd("INCRBY").arg(key).arg(*n).ignore();
                 pipe.cmd("PEXPIRE").arg(key).arg(ttl_ms).ignore();
             }
-            if item.delta > 0 {
-                pipe.cmd("INCRBY").arg(&item.curr_key).arg(item.delta);
-                pipe.cmd("PEXPIRE").arg(&item.curr_key).arg(ttl_ms).ignore();
-            } else {
-                pipe.cmd("GET").arg(&item.curr_key);
+            let [older @ .., current] = &item.keys;
+            for key in older {
+                pipe.cmd("GET").arg(key);
             }
-            pipe.cmd("GET").arg(&item.prev_key);
+            if item.delta > 0 {
+                pipe.cmd("INCRBY").arg(current).arg(item.delta);
+                pipe.cmd("PEXPIRE").arg(current).arg(ttl_ms).ignore();
+            } else {
+                pipe.cmd("GET").arg(current);
+            }
         }
         let Some(values) = shared.pipeline(&pipe).await else {
             return;
         };
-        if values.len() != work.len() * 2 {
+        if values.len() != work.len() * SLOTS {
             shared.failed("unexpected pipeline reply");
             return;
         }
-        for (item, pair) in work.iter().zip(values.chunks(2)) {
+        for (item, counts) in work.iter().zip(values.chunks(SLOTS)) {
             let Ok(mut map) = self.shards[item.shard].lock() else {
                 continue;
             };
             if let Some(e) = map.get_mut(&item.hash) {
-                if e.interval == clock.interval {
-                    e.curr = pair[0].unwrap_or(0);
-                    e.prev = pair[1].unwrap_or(0);
+                if e.sub == clock.sub {
+                    for (mine, theirs) in e.counts.iter_mut().zip(counts) {
+                        *mine = theirs.unwrap_or(0);
+                    }
                 }
             }
         }
@@ -222,8 +232,8 @@ mod tests {
         super::super::redis_backend::unreachable()
     }
 
-    fn at(interval: u64, fraction: f64) -> Clock {
-        Clock { interval, fraction }
+    fn at(sub: u64, fraction: f64) -> Clock {
+        Clock { sub, fraction }
     }
 
     #[test]
@@ -242,19 +252,22 @@ mod tests {
     }
 
     #[test]
-    fn the_previous_interval_weighs_in_after_a_boundary() {
+    fn a_sub_interval_counts_in_full_until_it_slides_out() {
         let s = shared();
         let b = Batched::new("l", 4, Duration::from_secs(60), 1000);
         for _ in 0..4 {
             b.peek(&s, "k", at(10, 0.9));
             b.record("k", at(10, 0.9));
         }
-        // Just after the boundary 3.96 of the 4 still count: one more fits, not two.
-        assert!(b.peek(&s, "k", at(11, 0.01)).expect("tracked").allowed);
-        b.record("k", at(11, 0.01));
-        assert!(!b.peek(&s, "k", at(11, 0.01)).expect("tracked").allowed);
-        // Two intervals later nothing does.
-        assert!(b.peek(&s, "k", at(13, 0.0)).expect("tracked").allowed);
+        // Three sub-intervals later all 4 are still inside the window.
+        assert!(!b.peek(&s, "k", at(13, 0.99)).expect("tracked").allowed);
+        // Sliding out: just after the boundary 3.96 of them count, so one more fits, not two.
+        assert!(b.peek(&s, "k", at(14, 0.01)).expect("tracked").allowed);
+        b.record("k", at(14, 0.01));
+        assert!(!b.peek(&s, "k", at(14, 0.01)).expect("tracked").allowed);
+        // Once sub-interval 10 has left, only the one of 14 remains.
+        let d = b.peek(&s, "k", at(15, 0.0)).expect("tracked");
+        assert_eq!((d.allowed, d.remaining), (true, 2));
     }
 
     #[test]
@@ -264,23 +277,26 @@ mod tests {
         b.peek(&s, "busy", at(5, 0.5));
         b.record("busy", at(5, 0.5));
         b.record("busy", at(5, 0.6));
-        b.peek(&s, "idle", at(3, 0.5));
-        let work = b.take_work(6);
+        b.peek(&s, "idle", at(1, 0.5));
+        let work = b.take_work(at(6, 0.0));
         let busy = work
             .iter()
-            .find(|w| w.curr_key == "tg:l:busy:6")
+            .find(|w| w.keys[SLOTS - 1] == "tg:l:busy:6")
             .expect("busy key");
         assert_eq!(
             busy.delta, 0,
-            "interval 5's admissions spill, not count in 6"
+            "sub-interval 5's admissions spill, not count in 6"
         );
-        assert_eq!(busy.spill, Some(("tg:l:busy:5".to_string(), 2)));
-        assert_eq!(busy.prev_key, "tg:l:busy:5");
+        assert_eq!(busy.spill, vec![("tg:l:busy:5".to_string(), 2)]);
+        assert_eq!(busy.keys[0], "tg:l:busy:2");
         assert!(
-            work.iter().all(|w| !w.curr_key.contains("idle")),
-            "a key unused for a whole interval is dropped"
+            work.iter().all(|w| !w.keys[0].contains("idle")),
+            "a key unused for a whole window is dropped"
         );
         assert_eq!(b.tracked(), 1);
+        // The spilled admissions still count locally until the next sync reads them back.
+        let d = b.peek(&s, "busy", at(6, 0.0)).expect("tracked");
+        assert_eq!(d.remaining, 97);
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! In-process, estimated rate limiting on `pingora-limits`.
+//! In-process, estimated rate limiting (a count-min sketch per limit; see `sliding`).
 //!
-//! One [`sliding::SlidingCounter`] (two pingora-limits count-min sketches: previous and current
-//! interval, on fixed boundaries) per configured limit; the hot path is a few atomic loads and
-//! one atomic add per sketch row.
+//! One [`sliding::SlidingCounter`] (a count-min sketch of admitted requests per sub-interval of
+//! the window, on fixed boundaries) per configured limit; the hot path is one hash, a few
+//! atomic loads and one atomic add per sketch row.
 //! Only admitted requests are counted, so a client hammering at 3× its limit is admitted at its
 //! limit rather than locked out for ever.
 //!
@@ -126,21 +126,14 @@ impl Limit {
         }
         let clock = Clock::now(self.per);
         let text = key.render();
-        let curr = redis.key(&self.name, &text, clock.interval);
-        let prev = redis.key(&self.name, &text, clock.interval.saturating_sub(1));
+        let keys = clock
+            .window_subs()
+            .map(|sub| redis.key(&self.name, &text, sub));
         match redis
-            .check_atomic(&curr, &prev, self.requests, clock, self.per)
+            .check_atomic(&keys, self.requests, clock, self.per)
             .await
         {
-            Some((prev, curr)) => decide(
-                WindowState {
-                    prev: prev as f64,
-                    curr: curr as f64,
-                    fraction: clock.fraction,
-                },
-                self.requests,
-                self.per,
-            ),
+            Some(counts) => decide(clock.window(counts), self.requests, self.per),
             None => self.peek(key),
         }
     }
@@ -160,9 +153,9 @@ impl Limit {
         let s = self.counter.sample(key);
         decide(
             WindowState {
-                prev: s.prev.max(0) as f64,
-                curr: s.curr.max(0) as f64,
+                counts: s.counts.map(f64::from),
                 fraction: s.fraction,
+                interval_fraction: s.interval_fraction,
             },
             self.requests,
             self.per,

@@ -1,17 +1,19 @@
 //! The Redis side of `backend: redis`: connections, the atomic sliding-window script, and the
 //! fail-open switch.
 //!
-//! Keys are `<prefix>:<limit>:<key>:<interval>`, the interval being wall-clock time divided by
+//! Keys are `<prefix>:<limit>:<key>:<sub>`, `sub` being wall-clock time divided by a quarter of
 //! the limit's `per` (gateways of a fleet must agree on time; NTP is enough: a skew of `s`
-//! seconds shifts a boundary by `s`). Each holds the count admitted in that interval and
-//! expires after two intervals. The window estimate is the same as the local one:
-//! `prev × (1 − f) + curr`.
+//! seconds shifts a boundary by `s`). Each holds the count admitted in that sub-interval and
+//! expires after two windows. The window estimate is the same as the local one (`window`): the
+//! four newest sub-intervals in full, the one sliding out weighted by what is left of it.
 //!
 //! A missing limiter must not take the API down (DESIGN.md): when Redis errors or is slower
 //! than `timeout`, decisions fall back to the in-process estimator, the failure is counted in
 //! `tollgate_ratelimit_backend_errors_total`, the transition is logged once, and Redis is tried
 //! again at most once a second until it answers.
 
+use super::sliding::{SLOTS, SUB_INTERVALS};
+use super::window::WindowState;
 use crate::config::rate_limit::RedisConfig;
 use crate::observability::metrics::METRICS;
 use once_cell::sync::Lazy;
@@ -21,16 +23,27 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Check and count in one step, so that gateways racing on one key cannot both take the last
-/// slot. Returns `{admitted, prev, curr_before}`.
+/// slot. `KEYS`: the window's sub-intervals, oldest first; `ARGV`: limit, elapsed fraction of
+/// the newest, expiry in ms. Returns `{admitted, count of each sub-interval before}`.
 const SLIDING_WINDOW_LUA: &str = r"
-local curr = tonumber(redis.call('GET', KEYS[1]) or '0')
-local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
-if prev * (1 - tonumber(ARGV[2])) + curr < tonumber(ARGV[1]) then
-  redis.call('INCR', KEYS[1])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  return {1, prev, curr}
+local counts = redis.call('MGET', unpack(KEYS))
+local used = 0
+for i = 1, #KEYS do
+  counts[i] = tonumber(counts[i]) or 0
+  if i == 1 then
+    used = used + counts[i] * (1 - tonumber(ARGV[2]))
+  else
+    used = used + counts[i]
+  end
 end
-return {0, prev, curr}
+local admitted = 0
+if used < tonumber(ARGV[1]) then
+  redis.call('INCR', KEYS[#KEYS])
+  redis.call('PEXPIRE', KEYS[#KEYS], ARGV[3])
+  admitted = 1
+end
+table.insert(counts, 1, admitted)
+return counts
 ";
 
 static SLIDING_WINDOW: Lazy<redis::Script> = Lazy::new(|| redis::Script::new(SLIDING_WINDOW_LUA));
@@ -43,11 +56,11 @@ pub fn client_for(url: &str) -> Result<redis::Client, String> {
     redis::Client::open(url).map_err(|e| format!("invalid Redis URL ({:?})", e.kind()))
 }
 
-/// Where in time a decision is made: interval number and elapsed fraction, on the wall clock
-/// that every gateway of the fleet shares.
+/// Where in time a decision is made, on the wall clock that every gateway of the fleet shares:
+/// the sub-interval (a quarter of `per`) since the Unix epoch and its elapsed fraction.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Clock {
-    pub interval: u64,
+    pub sub: u64,
     pub fraction: f64,
 }
 
@@ -60,10 +73,25 @@ impl Clock {
     }
 
     pub fn at(unix_ms: u64, per: Duration) -> Clock {
-        let per_ms = (per.as_millis() as u64).max(1);
+        let sub_ms = (per.as_millis() as u64 / SUB_INTERVALS as u64).max(1);
         Clock {
-            interval: unix_ms / per_ms,
-            fraction: (unix_ms % per_ms) as f64 / per_ms as f64,
+            sub: unix_ms / sub_ms,
+            fraction: (unix_ms % sub_ms) as f64 / sub_ms as f64,
+        }
+    }
+
+    /// The sub-intervals of the window, oldest (sliding out) first.
+    pub fn window_subs(&self) -> [u64; SLOTS] {
+        std::array::from_fn(|i| self.sub.saturating_sub((SLOTS - 1 - i) as u64))
+    }
+
+    /// The window estimate's input for counts of [`Clock::window_subs`].
+    pub fn window(&self, counts: [u64; SLOTS]) -> WindowState<SLOTS> {
+        let within = (self.sub % SUB_INTERVALS as u64) as f64;
+        WindowState {
+            counts: counts.map(|c| c as f64),
+            fraction: self.fraction,
+            interval_fraction: (within + self.fraction) / SUB_INTERVALS as f64,
         }
     }
 }
@@ -119,9 +147,9 @@ impl RedisShared {
         format!("{}:{limit}:{key}", self.prefix)
     }
 
-    /// The Redis key of `limit`'s counter for `key` in `interval`.
-    pub fn key(&self, limit: &str, key: &str, interval: u64) -> String {
-        format!("{}:{interval}", self.base_key(limit, key))
+    /// The Redis key of `limit`'s counter for `key` in sub-interval `sub`.
+    pub fn key(&self, limit: &str, key: &str, sub: u64) -> String {
+        format!("{}:{sub}", self.base_key(limit, key))
     }
 
     fn conn(&self) -> Result<ConnectionManager, String> {
@@ -242,25 +270,33 @@ impl RedisShared {
     }
 
     /// One atomic check-and-count. `None` when Redis failed (the caller falls back to local).
+    /// `keys`: the window's sub-intervals, oldest first. Returns their counts before this
+    /// request.
     pub async fn check_atomic(
         &self,
-        curr_key: &str,
-        prev_key: &str,
+        keys: &[String; SLOTS],
         limit: u64,
         clock: Clock,
         per: Duration,
-    ) -> Option<(u64, u64)> {
+    ) -> Option<[u64; SLOTS]> {
         let mut conn = self.connection()?;
-        let ttl_ms = (per.as_millis() as u64).saturating_mul(2).max(1);
-        let mut invocation = SLIDING_WINDOW.key(curr_key);
+        let mut invocation = SLIDING_WINDOW.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
         invocation
-            .key(prev_key)
             .arg(limit)
             .arg(clock.fraction)
-            .arg(ttl_ms);
-        let call = invocation.invoke_async::<(u8, u64, u64)>(&mut conn);
-        let (_admitted, prev, curr) = self.settle(self.timeout, call).await?;
-        Some((prev, curr))
+            .arg(expiry_ms(per));
+        let call = invocation.invoke_async::<Vec<u64>>(&mut conn);
+        let reply = self.settle(self.timeout, call).await?;
+        match reply.get(1..) {
+            Some(counts) if counts.len() == SLOTS => counts.try_into().ok(),
+            _ => {
+                self.failed("unexpected script reply");
+                None
+            }
+        }
     }
 
     /// Run a pipeline (batched sync) under the timeout; `None` on failure.
@@ -299,6 +335,11 @@ impl RedisShared {
     }
 }
 
+/// How long a sub-interval's counter lives: until it has slid out of the window, with margin.
+pub fn expiry_ms(per: Duration) -> u64 {
+    (per.as_millis() as u64).saturating_mul(2).max(1)
+}
+
 /// A server nobody listens on (port 1), key prefix `tg`: for unit tests that must not touch
 /// the network.
 #[cfg(test)]
@@ -318,11 +359,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_clock_splits_wall_time_into_intervals() {
+    fn the_clock_splits_wall_time_into_quarters_of_the_window() {
         let c = Clock::at(125_500, Duration::from_secs(60));
-        assert_eq!(c.interval, 2);
-        assert!((c.fraction - 5.5 / 60.0).abs() < 1e-9);
+        assert_eq!(c.sub, 8);
+        assert!((c.fraction - 5.5 / 15.0).abs() < 1e-9);
+        assert_eq!(c.window_subs(), [4, 5, 6, 7, 8]);
+        let w = c.window([1, 2, 3, 4, 5]);
+        assert_eq!(w.counts, [1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert!((w.interval_fraction - 5.5 / 60.0).abs() < 1e-9);
         assert_eq!(Clock::at(0, Duration::from_secs(1)).fraction, 0.0);
+        assert_eq!(
+            Clock::at(500, Duration::from_secs(1)).window_subs(),
+            [0, 0, 0, 1, 2]
+        );
     }
 
     #[test]

@@ -1,17 +1,37 @@
 //! Sliding-window arithmetic, kept pure so every boundary case is unit-testable.
 //!
-//! The window's count is estimated by weighting the previous interval by the part of it still
-//! inside the window: `used = prev × (1 − f) + curr`, `f` = elapsed fraction of the current
-//! interval. A fixed window would admit 2× the limit across a boundary; this does not.
+//! A window of length `per` is covered by `B` consecutive sub-intervals on fixed boundaries,
+//! each `per / (B − 1)` long: the oldest is the one sliding out of the window, the newest the
+//! one the clock is in. The window's count is estimated by weighting the oldest by the part of
+//! it still inside the window: `used = c₀ × (1 − f) + c₁ + … + c_{B−1}`, `f` = elapsed fraction
+//! of the newest sub-interval. With `B = 2` this is the classic previous/current interpolation;
+//! more, shorter sub-intervals bound the error of assuming that the oldest one's requests were
+//! spread evenly over it (a client that spent its budget late in an interval would otherwise
+//! get part of it back early). A fixed window would admit 2× the limit across a boundary;
+//! neither does.
 
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct WindowState {
-    pub prev: f64,
-    pub curr: f64,
-    /// Elapsed fraction of the current interval, in `[0, 1)`.
+pub struct WindowState<const B: usize> {
+    /// Admitted requests per sub-interval, oldest first.
+    pub counts: [f64; B],
+    /// Elapsed fraction of the newest sub-interval, in `[0, 1)`.
     pub fraction: f64,
+    /// Elapsed fraction of the whole `per` interval (fixed boundaries), for
+    /// `X-RateLimit-Reset`; equal to `fraction` when `B = 2`.
+    pub interval_fraction: f64,
+}
+
+impl WindowState<2> {
+    /// The previous/current form, as the Redis-shared limits count.
+    pub fn two_intervals(prev: f64, curr: f64, fraction: f64) -> WindowState<2> {
+        WindowState {
+            counts: [prev, curr],
+            fraction,
+            interval_fraction: fraction,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,22 +47,23 @@ pub struct Decision {
     pub retry_after_secs: u64,
 }
 
-pub fn decide(s: WindowState, limit: u64, window: Duration) -> Decision {
+pub fn decide<const B: usize>(s: WindowState<B>, limit: u64, window: Duration) -> Decision {
     let w = window.as_secs_f64();
     let f = s.fraction.clamp(0.0, 1.0);
     let lim = limit as f64;
-    let used = s.prev * (1.0 - f) + s.curr;
+    let used = s.counts[0] * (1.0 - f) + s.counts[1..].iter().sum::<f64>();
     // Admit while the window's estimate is below the limit. (`used + 1 <= limit` would settle a
-    // saturating client at limit − 1 per window: the previous interval never weighs exactly 0.)
+    // saturating client at limit − 1 per window: the oldest part never weighs exactly 0.)
     let allowed = used < lim - 1e-9;
     let used_after = if allowed { used + 1.0 } else { used };
     let remaining = (lim - used_after + 1e-9).floor().max(0.0) as u64;
-    let to_window_end = w * (1.0 - f);
-    let reset_secs = (to_window_end.ceil() as u64).max(1);
+    let to_interval_end = w * (1.0 - s.interval_fraction.clamp(0.0, 1.0));
+    let reset_secs = (to_interval_end.ceil() as u64).max(1);
     let retry_after_secs = if allowed {
         0
     } else {
-        let t = seconds_until_admitted(s.prev, s.curr, f, lim, w);
+        let sub = w / (B.max(2) - 1) as f64;
+        let t = sub_intervals_until_admitted(&s.counts, f, lim) * sub;
         (t.ceil() as u64).max(1)
     };
     Decision {
@@ -54,28 +75,33 @@ pub fn decide(s: WindowState, limit: u64, window: Duration) -> Decision {
     }
 }
 
-/// Smallest wait after which `used < limit` holds if the client sends nothing meanwhile
-/// (plus a millisecond, so that waiting exactly that long is enough).
-fn seconds_until_admitted(prev: f64, curr: f64, f: f64, lim: f64, w: f64) -> f64 {
+/// Smallest wait, in sub-intervals, after which `used < limit` holds if the client sends
+/// nothing meanwhile (plus a margin, so that waiting exactly that long is enough).
+///
+/// The sub-intervals slide out one after the other: first the oldest, over what is left of the
+/// current sub-interval, then each next one over a whole sub-interval; while one slides out its
+/// weight falls linearly and the younger ones count in full.
+fn sub_intervals_until_admitted(counts: &[f64], f: f64, lim: f64) -> f64 {
     const MARGIN: f64 = 0.001;
-    let to_window_end = w * (1.0 - f);
-    let excess = prev * (1.0 - f) + curr - lim;
-    if excess < 0.0 {
-        return 0.0;
-    }
-    // Still in this interval: the previous interval's weight decays linearly.
-    if prev > 0.0 {
-        let t = excess / prev * w + MARGIN;
-        if t < to_window_end {
-            return t;
-        }
-    }
-    // Next interval: this interval's count becomes "previous" and decays from there.
     if lim <= 0.0 {
-        return to_window_end + w; // a zero limit never admits; say "a full window"
+        // A zero limit never admits; say "a full window".
+        return (counts.len() - 1) as f64 + (1.0 - f);
     }
-    let g = if curr < lim { 0.0 } else { 1.0 - lim / curr };
-    to_window_end + g.clamp(0.0, 1.0) * w + MARGIN
+    let mut start = 0.0;
+    for (j, &sliding) in counts.iter().enumerate() {
+        let weight = if j == 0 { 1.0 - f } else { 1.0 };
+        let younger: f64 = counts[j + 1..].iter().sum();
+        if younger < lim {
+            let needed = if sliding > 0.0 {
+                weight - (lim - younger) / sliding
+            } else {
+                0.0
+            };
+            return start + needed.max(0.0) + MARGIN;
+        }
+        start += weight;
+    }
+    start + MARGIN
 }
 
 #[cfg(test)]
@@ -84,12 +110,8 @@ mod tests {
 
     const MIN: Duration = Duration::from_secs(60);
 
-    fn st(prev: f64, curr: f64, fraction: f64) -> WindowState {
-        WindowState {
-            prev,
-            curr,
-            fraction,
-        }
+    fn st(prev: f64, curr: f64, fraction: f64) -> WindowState<2> {
+        WindowState::two_intervals(prev, curr, fraction)
     }
 
     #[test]
@@ -165,5 +187,80 @@ mod tests {
         assert!(!d.allowed);
         assert_eq!(d.retry_after_secs, 1);
         assert_eq!(d.reset_secs, 1);
+    }
+
+    /// A client sending 3× its limit for three windows, starting at every phase of a
+    /// sub-interval grid, against the sub-interval counts the sketch keeps.
+    fn admitted_over_three_windows<const B: usize>(limit: u64, phase: f64) -> u64 {
+        let sub = 1.0 / (B - 1) as f64;
+        let mut counts = std::collections::HashMap::<i64, f64>::new();
+        let mut admitted = 0;
+        for i in 0..3 * 3 * limit {
+            let t = phase + i as f64 / (3 * limit) as f64;
+            let epoch = (t / sub).floor() as i64;
+            let state = WindowState::<B> {
+                counts: std::array::from_fn(|j| {
+                    *counts.get(&(epoch - (B - 1 - j) as i64)).unwrap_or(&0.0)
+                }),
+                fraction: t / sub - epoch as f64,
+                interval_fraction: t.fract(),
+            };
+            if decide(state, limit, Duration::from_secs(1)).allowed {
+                *counts.entry(epoch).or_default() += 1.0;
+                admitted += 1;
+            }
+        }
+        admitted
+    }
+
+    #[test]
+    fn a_client_starting_late_in_an_interval_is_held_within_ten_percent() {
+        for step in 0..40 {
+            let phase = step as f64 / 40.0;
+            let admitted = admitted_over_three_windows::<5>(20, phase);
+            assert!((60..=66).contains(&admitted), "phase {phase}: {admitted}");
+        }
+        // Why sub-intervals: with previous/current only, a start at 0.65 gets 73.
+        assert_eq!(admitted_over_three_windows::<2>(20, 0.65), 73);
+    }
+
+    #[test]
+    fn retry_after_waits_for_the_sub_intervals_to_slide_out() {
+        // A minute in 15 s sub-intervals; 20 requests in the newest, limit 10: four boundaries
+        // until they are the oldest, then half of that one more.
+        let d = decide(
+            WindowState {
+                counts: [0.0, 0.0, 0.0, 0.0, 20.0],
+                fraction: 0.0,
+                interval_fraction: 0.0,
+            },
+            10,
+            MIN,
+        );
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_secs, 68);
+        let later = |fraction| WindowState {
+            counts: [20.0, 0.0, 0.0, 0.0, 0.0],
+            fraction,
+            interval_fraction: 0.0,
+        };
+        assert!(decide(later(8.0 / 15.0), 10, MIN).allowed);
+        assert!(!decide(later(7.0 / 15.0), 10, MIN).allowed);
+        // Younger sub-intervals already over the limit: the oldest alone cannot free enough.
+        let d = decide(
+            WindowState {
+                counts: [5.0, 6.0, 6.0, 0.0, 0.0],
+                fraction: 0.5,
+                interval_fraction: 0.5,
+            },
+            10,
+            MIN,
+        );
+        // used = 2.5 + 12: wait 0.5 sub for the oldest, then 1 − (10 − 6)/6 of the next.
+        assert_eq!(
+            d.retry_after_secs,
+            ((0.5 + 1.0 / 3.0 + 0.001) * 15.0f64).ceil() as u64
+        );
+        assert_eq!(d.reset_secs, 30);
     }
 }
