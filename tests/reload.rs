@@ -205,7 +205,9 @@ async fn a_broken_config_is_refused_and_the_old_one_keeps_serving() {
     assert_eq!(gw.config_generation().await, 1);
     assert_eq!(gw.get("/steady").await.status, 200);
     assert_eq!(gw.get("/extra").await.status, 404, "nothing of it applied");
-    let logs = gw.logs();
+    let logs = gw
+        .logs_once_containing(&["reload refused", "routes[4].upstream"])
+        .await;
     assert!(
         logs.contains("reload refused") && logs.contains("routes[4].upstream"),
         "the refusal names the problem with its path:\n{logs}"
@@ -227,7 +229,9 @@ async fn listener_changes_are_reported_as_needing_the_binary_upgrade() {
     );
     assert!(reload(&gw, 2).await, "{}", gw.logs());
     assert_eq!(gw.get("/extra").await.status, 200, "the rest applied");
-    let logs = gw.logs();
+    let logs = gw
+        .logs_once_containing(&["needs the binary upgrade", "server.max_connections"])
+        .await;
     assert!(
         logs.contains("needs the binary upgrade") && logs.contains("server.max_connections"),
         "{logs}"

@@ -274,6 +274,20 @@ impl Gateway {
         raw_request(self.port, request).await
     }
 
+    /// [`Gateway::logs`] once they contain every one of `needles`, polled for at most 5 s (the
+    /// gateway writes a line after acting on it, so a test that reads right after the action
+    /// can be early); what there is at the deadline otherwise.
+    pub async fn logs_once_containing(&self, needles: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let logs = self.logs();
+            if needles.iter().all(|n| logs.contains(n)) || std::time::Instant::now() > deadline {
+                return logs;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn logs(&self) -> String {
         let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
         format!(
