@@ -35,11 +35,14 @@ def main():
     parser.add_argument("--pid", type=int, required=True, help="the proxy's process id")
     parser.add_argument("-n", type=int, default=1000, help="connections (at most 5000)")
     parser.add_argument("--path", default="/")
+    parser.add_argument("--header", action="append", default=[],
+                        help="extra request header, e.g. 'Authorization: Bearer ...' (repeatable)")
     args = parser.parse_args()
     if not args.host.startswith("127.") and args.host != "::1":
         sys.exit("loopback targets only")
     n = min(args.n, 5000)
-    request = f"GET {args.path} HTTP/1.1\r\nHost: {args.host}\r\n\r\n".encode()
+    extra = "".join(f"{h}\r\n" for h in args.header)
+    request = f"GET {args.path} HTTP/1.1\r\nHost: {args.host}\r\n{extra}\r\n".encode()
 
     steps = [("start", rss_kib(args.pid))]
     conns = []
@@ -51,9 +54,16 @@ def main():
     for round_no in (1, 2):
         for c in conns:
             c.sendall(request)
+        statuses = {}
         for c in conns:
-            if not c.recv(65536):
+            answer = c.recv(65536)
+            if not answer:
                 sys.exit("a connection closed before answering")
+            status = answer.split(b" ", 2)[1].decode(errors="replace") if b" " in answer else "?"
+            statuses[status] = statuses.get(status, 0) + 1
+        if set(statuses) != {"200"}:
+            print(f"round {round_no}: statuses {statuses} (not all 200: the run does not measure "
+                  "what it claims)", file=sys.stderr)
         time.sleep(1)
         steps.append((f"after request round {round_no}", rss_kib(args.pid)))
     for c in conns:
