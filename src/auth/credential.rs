@@ -63,13 +63,7 @@ fn without_cookie(req: &RequestHeader, name: &str) -> String {
 mod tests {
     use super::*;
 
-    fn req(path: &str, headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
-        for (k, v) in headers {
-            r.append_header(k.to_string(), *v).unwrap();
-        }
-        r
-    }
+    use crate::test_support::get_request as req;
 
     #[test]
     fn only_the_authenticating_cookie_goes() {

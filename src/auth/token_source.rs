@@ -87,13 +87,7 @@ pub fn remove_query_param(query: &str, name: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn req(path: &str, headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
-        for (k, v) in headers {
-            r.append_header(k.to_string(), *v).unwrap();
-        }
-        r
-    }
+    use crate::test_support::get_request as req;
 
     #[test]
     fn bearer_scheme_is_case_insensitive() {

@@ -478,11 +478,8 @@ mod tests {
     }
 
     fn get(path: &str, headers: &[(&str, &str)]) -> RequestHeader {
-        let mut r = RequestHeader::build("GET", path.as_bytes(), None).unwrap();
+        let mut r = crate::test_support::get_request(path, headers);
         r.insert_header("host", "api.example.com").unwrap();
-        for (k, v) in headers {
-            r.append_header(k.to_string(), *v).unwrap();
-        }
         r
     }
 
