@@ -83,7 +83,7 @@ fn print_problems(file: &str, problems: &Problems) {
 }
 
 /// Read a config and build its runtime (the composition root): every problem is printed.
-fn load(path: &Path, draining: Draining) -> Result<(Config, Runtime), ExitCode> {
+fn load(path: &Path, draining: Draining) -> Result<(Config, Runtime, String), ExitCode> {
     Runtime::load(path, draining).map_err(|problems| {
         print_problems(&path.display().to_string(), &problems);
         ExitCode::from(1)
@@ -124,7 +124,7 @@ fn serve(
     runtime: Runtime,
     flags: RunFlags,
     extra: Vec<Box<dyn pingora::services::ServiceWithDependents>>,
-    source: Option<&Path>,
+    source: Option<(&Path, &str)>,
 ) -> ExitCode {
     match server::build(config, runtime, flags, extra, source) {
         Ok(server) => {
@@ -149,7 +149,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { conf } => match load(&conf, Draining::default()) {
-            Ok((config, runtime)) => {
+            Ok((config, runtime, _)) => {
                 // Warnings do not fail `check`: the file is usable, maybe not as intended.
                 let dns = tollgate::upstream::dns::check_names(&config);
                 for w in config
@@ -179,7 +179,7 @@ fn main() -> ExitCode {
                 Ok(d) => d,
                 Err(code) => return code,
             };
-            let (config, runtime) = match load(&conf, draining) {
+            let (config, runtime, text) = match load(&conf, draining) {
                 Ok(built) => built,
                 Err(code) => return code,
             };
@@ -190,7 +190,7 @@ fn main() -> ExitCode {
             let flags = RunFlags { daemon, upgrade };
             // Absolute: a daemon runs from `/`, and SIGHUP/SIGUSR2 re-read this path.
             let conf = std::path::absolute(&conf).unwrap_or(conf);
-            serve(&config, runtime, flags, Vec::new(), Some(&conf))
+            serve(&config, runtime, flags, Vec::new(), Some((&conf, &text)))
         }
         Command::Token {
             secret_env,

@@ -104,13 +104,14 @@ impl pingora::services::background::BackgroundService for ParentSettle {
 
 /// A ready-to-run server around a built runtime. `extra` services (the demo backends) start
 /// before health checks.
-/// `source`: the config file, re-read on `SIGHUP` (none for the demo's embedded config).
+/// `source`: the config file, re-read on `SIGHUP`, and the text `config` was parsed from (none
+/// for the demo's embedded config).
 pub fn build(
     config: &Config,
     runtime: Runtime,
     flags: RunFlags,
     extra: Vec<Box<dyn ServiceWithDependents>>,
-    source: Option<&Path>,
+    source: Option<(&Path, &str)>,
 ) -> Result<Server, String> {
     let Runtime {
         pools,
@@ -120,22 +121,20 @@ pub fn build(
     let limit_sync = gateway.rate_limit_sync();
     let trace_export = gateway.trace_export();
     let draining = gateway.draining.clone();
-    let text = source
-        .and_then(|p| std::fs::read(p).ok())
-        .unwrap_or_default();
+    let text = source.map_or("", |(_, text)| text);
     let live = Live::new(Generation::new(
         gateway,
         pools.clone(),
         config.clone(),
         1,
-        &text,
+        text.as_bytes(),
     ));
     METRICS.config_generation.set(1);
     let certs = tls
         .as_ref()
         .map(|t| Arc::new(LiveCerts::new(t.certificates.clone())));
     let mut reload_service = None;
-    if let Some(path) = source {
+    if let Some((path, _)) = source {
         let reloader = Reloader {
             live: live.clone(),
             path: path.to_path_buf(),
@@ -252,10 +251,10 @@ pub fn build(
     if let Some(reload) = reload_service {
         server.add_service(reload).add_dependency(&probe);
     }
-    if let (Some(config), Ok(exe)) = (source, std::env::current_exe()) {
+    if let (Some((path, _)), Ok(exe)) = (source, std::env::current_exe()) {
         let upgrade = SelfUpgrade {
             exe,
-            config: config.to_path_buf(),
+            config: path.to_path_buf(),
         };
         let mut service = background_service("self upgrade", upgrade);
         service.threads = Some(1);

@@ -143,7 +143,7 @@ fn measure(yaml: &str, head: &[u8]) -> Phases {
     let yaml = yaml.replace("__DIR__", &dir.path().display().to_string());
     let path = dir.path().join("tollgate.yaml");
     std::fs::write(&path, yaml).expect("config");
-    let (config, runtime): (Config, Runtime) =
+    let (config, runtime, _text): (Config, Runtime, String) =
         Runtime::load(&path, Draining::default()).expect("valid config");
     let proxy = served(runtime, config);
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -95,11 +95,13 @@ fn collect<T>(result: Result<T, Vec<Problem>>, problems: &mut Vec<Problem>) -> O
 
 impl Runtime {
     /// Read a config file and build its runtime, reporting every problem of both at once.
-    pub fn load(path: &Path, draining: Draining) -> Result<(Config, Runtime), Problems> {
-        let config = Config::read(path)?;
+    /// Also returns the file's text as parsed: the first generation is identified by its hash,
+    /// so it must be these bytes, not a second read of a file that may have changed since.
+    pub fn load(path: &Path, draining: Draining) -> Result<(Config, Runtime, String), Problems> {
+        let (config, text) = Config::read_with_text(path)?;
         let problems = config.problems();
         let runtime = Self::build_reporting(&config, problems, draining, None)?;
-        Ok((config, runtime))
+        Ok((config, runtime, text))
     }
 
     /// Build the runtime of a config whose own checks passed (`Config::load*`).
@@ -251,6 +253,7 @@ mod tests {
         let file = dir.join("tollgate.yaml");
         std::fs::write(&file, yaml).expect("write config");
         Runtime::load(&file, Draining::default())
+            .map(|(config, runtime, _)| (config, runtime))
             .map_err(|p| p.0.iter().map(ToString::to_string).collect())
     }
 
