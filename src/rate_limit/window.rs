@@ -224,38 +224,28 @@ mod tests {
         assert_eq!(admitted_over_three_windows::<2>(20, 0.65), 73);
     }
 
+    /// Five quarter counts of a one-minute window at `fraction` of the newest quarter (and of
+    /// the interval: enough for these tests).
+    fn quarters(counts: [f64; 5], fraction: f64) -> WindowState<5> {
+        WindowState {
+            counts,
+            fraction,
+            interval_fraction: fraction,
+        }
+    }
+
     #[test]
     fn retry_after_waits_for_the_sub_intervals_to_slide_out() {
         // A minute in 15 s sub-intervals; 20 requests in the newest, limit 10: four boundaries
         // until they are the oldest, then half of that one more.
-        let d = decide(
-            WindowState {
-                counts: [0.0, 0.0, 0.0, 0.0, 20.0],
-                fraction: 0.0,
-                interval_fraction: 0.0,
-            },
-            10,
-            MIN,
-        );
+        let d = decide(quarters([0.0, 0.0, 0.0, 0.0, 20.0], 0.0), 10, MIN);
         assert!(!d.allowed);
         assert_eq!(d.retry_after_secs, 68);
-        let later = |fraction| WindowState {
-            counts: [20.0, 0.0, 0.0, 0.0, 0.0],
-            fraction,
-            interval_fraction: 0.0,
-        };
+        let later = |fraction| quarters([20.0, 0.0, 0.0, 0.0, 0.0], fraction);
         assert!(decide(later(8.0 / 15.0), 10, MIN).allowed);
         assert!(!decide(later(7.0 / 15.0), 10, MIN).allowed);
         // Younger sub-intervals already over the limit: the oldest alone cannot free enough.
-        let d = decide(
-            WindowState {
-                counts: [5.0, 6.0, 6.0, 0.0, 0.0],
-                fraction: 0.5,
-                interval_fraction: 0.5,
-            },
-            10,
-            MIN,
-        );
+        let d = decide(quarters([5.0, 6.0, 6.0, 0.0, 0.0], 0.5), 10, MIN);
         // used = 2.5 + 12: wait 0.5 sub for the oldest, then 1 − (10 − 6)/6 of the next.
         assert_eq!(
             d.retry_after_secs,
