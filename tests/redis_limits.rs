@@ -52,6 +52,18 @@ impl RedisServer {
         }
     }
 
+    /// Every key in the server (`redis-cli --scan`; plain-TCP servers only).
+    fn keys(&self) -> Vec<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--scan"])
+            .output()
+            .expect("redis-cli must be installed (apt-get install redis-tools)");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
     fn kill(&mut self) {
         if let Some(child) = self.child.take() {
             kill_and_reap(child);
@@ -190,6 +202,18 @@ async fn a_late_start_is_held_within_ten_percent(sync: &str) {
         }
     }
     eprintln!("sync {sync}: admitted {admitted} of 180 (band 54..=66)");
+    // Decided through Redis, not by the local fallback (which would pass the band as well).
+    let m = gw.admin_get("/metrics").await.text();
+    assert_eq!(
+        backend_errors(&m),
+        0.0,
+        "Redis was not used throughout:\n{m}"
+    );
+    let keys = redis.keys();
+    assert!(
+        keys.iter().any(|k| k.starts_with("tollgate:shared:")),
+        "no quarter counters in Redis: {keys:?}"
+    );
     assert_eq!(
         backend.hits(),
         admitted,

@@ -11,7 +11,8 @@ pub struct RateLimitConfig {
     pub requests: u64,
     pub per: HumanDuration,
     /// Distinct keys expected per window; sizes the count-min sketch so quiet clients do not
-    /// collide into false 429s. Memory ≈ 128 bytes × this value per limit (two 4-row sketches of 8-byte counters).
+    /// collide into false 429s. Memory ≈ 320 bytes × this value per limit (4 rows × 2 columns per
+    /// client × 5 quarter counters of 8 bytes), resident as keys arrive.
     #[serde(default = "default_expected_clients")]
     pub expected_clients: usize,
     /// When the limit is checked; defaults to before auth for keys that need no identity

@@ -589,6 +589,12 @@ fn check_rate_limit(
     let at = format!("rate_limits.{name}");
     if limit.requests == 0 {
         out.push(Problem::new(format!("{at}.requests"), "must be at least 1"));
+    } else if limit.requests > crate::rate_limit::sliding::MAX_COUNT {
+        // The sketch's counters saturate there; a larger limit could never refuse.
+        out.push(Problem::new(
+            format!("{at}.requests"),
+            format!("must be at most {}", crate::rate_limit::sliding::MAX_COUNT),
+        ));
     }
     let per = limit.per.0;
     if per < std::time::Duration::from_secs(1) || per > std::time::Duration::from_secs(86_400) {

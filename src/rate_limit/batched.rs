@@ -162,11 +162,15 @@ impl Batched {
             });
             for (hash, e) in map.iter_mut() {
                 e.roll(clock.sub);
+                // Flushed, but still ours until the reply (which includes it) replaces the
+                // counts: a decision meanwhile must not forget it.
+                let delta = std::mem::take(&mut e.pending);
+                e.counts[SLOTS - 1] += delta;
                 work.push(SyncItem {
                     shard,
                     hash: *hash,
                     keys: clock.window_subs().map(|sub| format!("{}:{sub}", e.base)),
-                    delta: std::mem::take(&mut e.pending),
+                    delta,
                     spill: std::mem::take(&mut e.spill)
                         .into_iter()
                         .map(|(sub, n)| (format!("{}:{sub}", e.base), n))
@@ -297,6 +301,22 @@ mod tests {
         // The spilled admissions still count locally until the next sync reads them back.
         let d = b.peek(&s, "busy", at(6, 0.0)).expect("tracked");
         assert_eq!(d.remaining, 97);
+    }
+
+    #[test]
+    fn admissions_being_flushed_still_count_until_the_reply() {
+        let s = shared();
+        let b = Batched::new("l", 20, Duration::from_secs(1), 1000);
+        for _ in 0..20 {
+            assert!(b.peek(&s, "k", at(100, 0.5)).expect("tracked").allowed);
+            b.record("k", at(100, 0.5));
+        }
+        let work = b.take_work(at(100, 0.9));
+        assert_eq!(work[0].delta, 20, "pushed to Redis");
+        // The round trip is under way: the 20 are still this gateway's to count.
+        assert!(!b.peek(&s, "k", at(100, 0.91)).expect("tracked").allowed);
+        // And the next quarter, if the reply is late.
+        assert!(!b.peek(&s, "k", at(101, 0.1)).expect("tracked").allowed);
     }
 
     #[test]

@@ -133,7 +133,10 @@ impl Limit {
             .check_atomic(&keys, self.requests, clock, self.per)
             .await
         {
-            Some(counts) => decide(clock.window(counts), self.requests, self.per),
+            Some((admitted, counts)) => {
+                let d = decide(clock.window(counts), self.requests, self.per);
+                agree_with(d, admitted)
+            }
             None => self.peek(key),
         }
     }
@@ -153,7 +156,7 @@ impl Limit {
         let s = self.counter.sample(key);
         decide(
             WindowState {
-                counts: s.counts.map(f64::from),
+                counts: s.counts.map(|c| c as f64),
                 fraction: s.fraction,
                 interval_fraction: s.interval_fraction,
             },
@@ -174,6 +177,26 @@ impl Limit {
             self.record(key);
         }
         d
+    }
+}
+
+/// The script's verdict is what Redis counted; the decision recomputed from the same counts can
+/// differ in the last bit of a float (the fraction crosses as decimal text), and a request
+/// counted there must not be refused here, nor one refused there be admitted.
+fn agree_with(d: Decision, admitted: bool) -> Decision {
+    match (admitted, d.allowed) {
+        (true, false) => Decision {
+            allowed: true,
+            retry_after_secs: 0,
+            ..d
+        },
+        (false, true) => Decision {
+            allowed: false,
+            remaining: 0,
+            retry_after_secs: 1,
+            ..d
+        },
+        _ => d,
     }
 }
 
@@ -473,6 +496,26 @@ impl Reported {
 mod tests {
     use super::*;
     use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn the_redis_script_has_the_last_word() {
+        let d = |allowed| Decision {
+            allowed,
+            limit: 30,
+            remaining: if allowed { 3 } else { 0 },
+            reset_secs: 1,
+            retry_after_secs: if allowed { 0 } else { 2 },
+        };
+        assert_eq!(agree_with(d(true), true), d(true));
+        assert_eq!(agree_with(d(false), false), d(false));
+        let counted = agree_with(d(false), true);
+        assert!(
+            counted.allowed && counted.retry_after_secs == 0,
+            "{counted:?}"
+        );
+        let refused = agree_with(d(true), false);
+        assert!(!refused.allowed && refused.remaining == 0 && refused.retry_after_secs >= 1);
+    }
 
     fn limit(requests: u64, per: &str, key: &str) -> Limit {
         let cfg: RateLimitConfig =

@@ -270,15 +270,15 @@ impl RedisShared {
     }
 
     /// One atomic check-and-count. `None` when Redis failed (the caller falls back to local).
-    /// `keys`: the window's sub-intervals, oldest first. Returns their counts before this
-    /// request.
+    /// `keys`: the window's sub-intervals, oldest first. Returns whether the script admitted
+    /// (and counted) the request, and the counts before it.
     pub async fn check_atomic(
         &self,
         keys: &[String; SLOTS],
         limit: u64,
         clock: Clock,
         per: Duration,
-    ) -> Option<[u64; SLOTS]> {
+    ) -> Option<(bool, [u64; SLOTS])> {
         let mut conn = self.connection()?;
         let mut invocation = SLIDING_WINDOW.prepare_invoke();
         for key in keys {
@@ -290,8 +290,10 @@ impl RedisShared {
             .arg(expiry_ms(per));
         let call = invocation.invoke_async::<Vec<u64>>(&mut conn);
         let reply = self.settle(self.timeout, call).await?;
-        match reply.get(1..) {
-            Some(counts) if counts.len() == SLOTS => counts.try_into().ok(),
+        match reply.split_first() {
+            Some((&admitted, counts)) if counts.len() == SLOTS => {
+                Some((admitted == 1, counts.try_into().ok()?))
+            }
             _ => {
                 self.failed("unexpected script reply");
                 None

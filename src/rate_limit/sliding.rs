@@ -14,14 +14,16 @@
 //!
 //! Layout: each sketch cell holds the [`SLOTS`] sub-interval counters of one column next to
 //! each other, so a decision hashes the key once and reads one short run of memory per row.
-//! Each counter carries the low bits of its sub-interval's number: a counter written in an
-//! older sub-interval reads as 0, so nothing is ever swept on the request path (the two
-//! estimators had to zero a whole sketch at every boundary). A counter reads stale only if
-//! no key touched it for exactly a multiple of 1,280 sub-intervals (320 windows) — and then it
-//! over-counts, which refuses early rather than admitting more.
+//! Each 64-bit counter carries its sub-interval's number (32 bits) next to its count (32
+//! bits): a counter written in an older sub-interval reads as 0, so nothing is ever swept on
+//! the request path (the two estimators had to zero a whole sketch at every boundary). The
+//! number wraps after 2³² sub-intervals (34 years of 1 s windows); a narrower tag (8 bits were
+//! tried) brings an idle key's old counts back whenever it returns a multiple of the tag's
+//! period later. A count saturates at [`MAX_COUNT`], which config validation keeps at or above
+//! every limit, so a saturated counter always refuses.
 
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Sub-intervals per window: the estimate's worst error for a client at 3× its limit over
@@ -30,12 +32,15 @@ pub const SUB_INTERVALS: usize = 4;
 /// Counters per cell: the sub-intervals inside the window plus the one sliding out.
 pub const SLOTS: usize = SUB_INTERVALS + 1;
 
-const COUNT_BITS: u32 = 24;
-const COUNT_MASK: u32 = (1 << COUNT_BITS) - 1;
+const COUNT_BITS: u32 = 32;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// The largest limit a sketch can enforce: counts saturate here.
+pub const MAX_COUNT: u64 = COUNT_MASK;
 
 pub struct SlidingCounter {
-    /// `rows × columns × SLOTS` counters, each `tag << 24 | count`.
-    cells: Box<[AtomicU32]>,
+    /// `rows × columns × SLOTS` counters, each `sub-interval << 32 | count`.
+    cells: Box<[AtomicU64]>,
     rows: usize,
     columns: usize,
     hasher: ahash::RandomState,
@@ -47,7 +52,7 @@ pub struct SlidingCounter {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
     /// Per sub-interval, oldest (sliding out) first.
-    pub counts: [u32; SLOTS],
+    pub counts: [u64; SLOTS],
     /// Elapsed fraction of the newest sub-interval.
     pub fraction: f64,
     /// Elapsed fraction of the whole window-long interval it belongs to.
@@ -77,7 +82,7 @@ impl SlidingCounter {
     }
 
     /// The key's cell in each row: one hash, rows derived by double hashing.
-    fn cells_of<K: Hash>(&self, key: &K) -> impl Iterator<Item = &[AtomicU32]> + '_ {
+    fn cells_of<K: Hash>(&self, key: &K) -> impl Iterator<Item = &[AtomicU64]> + '_ {
         let h = self.hasher.hash_one(key);
         let (h1, h2) = (h & 0xffff_ffff, (h >> 32) | 1);
         (0..self.rows as u64).map(move |r| {
@@ -93,7 +98,7 @@ impl SlidingCounter {
     }
 
     fn sample_at<K: Hash>(&self, key: &K, epoch: u64, fraction: f64) -> Sample {
-        let mut counts = [u32::MAX; SLOTS];
+        let mut counts = [u64::MAX; SLOTS];
         for cell in self.cells_of(key) {
             for (i, count) in counts.iter_mut().enumerate() {
                 // Oldest first: slot i holds sub-interval `epoch − (SLOTS − 1 − i)`.
@@ -130,10 +135,10 @@ impl SlidingCounter {
 
 /// `n` zero counters from zeroed memory, so that the allocator can hand out fresh pages that
 /// become resident only when a key first hashes to them: a sketch sized for 100,000 clients
-/// costs RSS in proportion to the clients actually seen, not 16 MB at start.
-fn zeroed_counters(n: usize) -> Box<[AtomicU32]> {
-    let memory = Box::<[AtomicU32]>::new_zeroed_slice(n);
-    // SAFETY: `AtomicU32` has the same in-memory representation as `u32`, for which all-zero
+/// costs RSS in proportion to the clients actually seen, not 32 MB at start.
+fn zeroed_counters(n: usize) -> Box<[AtomicU64]> {
+    let memory = Box::<[AtomicU64]>::new_zeroed_slice(n);
+    // SAFETY: `AtomicU64` has the same in-memory representation as `u64`, for which all-zero
     // bytes are a valid value (0).
     unsafe { memory.assume_init() }
 }
@@ -142,12 +147,12 @@ fn slot(sub: u64) -> usize {
     (sub % SLOTS as u64) as usize
 }
 
-fn tag(sub: u64) -> u32 {
-    (sub & 0xff) as u32
+fn tag(sub: u64) -> u64 {
+    sub & COUNT_MASK
 }
 
 /// The counter's count if it was written in sub-interval `sub`, else 0.
-fn read(counter: &AtomicU32, sub: u64) -> u32 {
+fn read(counter: &AtomicU64, sub: u64) -> u64 {
     let v = counter.load(Ordering::Relaxed);
     if v >> COUNT_BITS == tag(sub) {
         v & COUNT_MASK
@@ -169,7 +174,7 @@ mod tests {
         }
         let s = c.sample(&"k");
         // The events sit in the newest sub-interval, or the one before if a boundary passed.
-        assert_eq!(s.counts.iter().sum::<u32>(), 5);
+        assert_eq!(s.counts.iter().sum::<u64>(), 5);
         assert!(
             s.counts[SLOTS - 1] == 5 || s.counts[SLOTS - 2] == 5,
             "{s:?}"
@@ -195,8 +200,11 @@ mod tests {
         // Sub-interval 7 writes the slot of sub-interval 2: it starts again at 1.
         c.observe_at(&"k", 7);
         assert_eq!(c.sample_at(&"k", 7, 0.0).counts, [0, 1, 0, 0, 1]);
-        // Far later, nothing is left, whatever the slots held.
-        assert_eq!(c.sample_at(&"k", 1000, 0.0).counts, [0; SLOTS]);
+        // Far later, nothing is left, whatever the slots held: also not when the slots come
+        // round at a multiple of 256 (an 8-bit tag brought the 3 back at 1,282).
+        for sub in [1000, 1282, 1287, 5 * 65_536 + 2, 10_000_007] {
+            assert_eq!(c.sample_at(&"k", sub, 0.0).counts, [0; SLOTS], "{sub}");
+        }
     }
 
     #[test]
@@ -222,11 +230,11 @@ mod tests {
         c.cells[slot(7)].store(tag(7) << COUNT_BITS | (COUNT_MASK - 1), Ordering::Relaxed);
         c.observe_at(&"k", 7);
         c.observe_at(&"k", 7);
-        assert_eq!(c.sample_at(&"k", 7, 0.0).counts[SLOTS - 1], COUNT_MASK);
+        assert_eq!(c.sample_at(&"k", 7, 0.0).counts[SLOTS - 1], MAX_COUNT);
         assert_eq!(
             read(&c.cells[slot(7)], 7 + 256 * 5),
-            COUNT_MASK,
-            "the tag is 8 bits"
+            0,
+            "the tag is the whole number"
         );
         assert_eq!(read(&c.cells[slot(7)], 8), 0);
     }

@@ -40,7 +40,8 @@ pub struct Decision {
     pub limit: u64,
     /// Requests left in the window after this one (0 when refused).
     pub remaining: u64,
-    /// Seconds until the current interval ends (`X-RateLimit-Reset`).
+    /// Seconds until the current interval ends, or until a request would be admitted again
+    /// when that is later (`X-RateLimit-Reset`).
     pub reset_secs: u64,
     /// Seconds until a request would be admitted again, assuming the client waits
     /// (`Retry-After`, ≥ 1 when refused, 0 when allowed).
@@ -58,7 +59,6 @@ pub fn decide<const B: usize>(s: WindowState<B>, limit: u64, window: Duration) -
     let used_after = if allowed { used + 1.0 } else { used };
     let remaining = (lim - used_after + 1e-9).floor().max(0.0) as u64;
     let to_interval_end = w * (1.0 - s.interval_fraction.clamp(0.0, 1.0));
-    let reset_secs = (to_interval_end.ceil() as u64).max(1);
     let retry_after_secs = if allowed {
         0
     } else {
@@ -66,6 +66,9 @@ pub fn decide<const B: usize>(s: WindowState<B>, limit: u64, window: Duration) -
         let t = sub_intervals_until_admitted(&s.counts, f, lim) * sub;
         (t.ceil() as u64).max(1)
     };
+    // Budget comes back sub-interval by sub-interval, not all at the interval's end: a refused
+    // client must not be told its quota resets before it may send again.
+    let reset_secs = (to_interval_end.ceil() as u64).max(1).max(retry_after_secs);
     Decision {
         allowed,
         limit,
