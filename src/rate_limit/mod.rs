@@ -26,7 +26,7 @@ use redis_backend::{Clock, RedisShared};
 use sliding::SlidingCounter;
 use std::sync::Arc;
 use std::time::Duration;
-use window::{decide, Decision, WindowState};
+use window::{decide, Decision};
 
 /// Where a limit's decisions come from.
 enum Shared {
@@ -153,16 +153,7 @@ impl Limit {
 
     /// Decide without counting.
     pub fn peek(&self, key: &KeyValue<'_>) -> Decision {
-        let s = self.counter.sample(key);
-        decide(
-            WindowState {
-                counts: s.counts.map(|c| c as f64),
-                fraction: s.fraction,
-                interval_fraction: s.interval_fraction,
-            },
-            self.requests,
-            self.per,
-        )
+        decide(self.counter.sample(key), self.requests, self.per)
     }
 
     /// Count one admitted request.

@@ -87,12 +87,7 @@ impl Clock {
 
     /// The window estimate's input for counts of [`Clock::window_subs`].
     pub fn window(&self, counts: [u64; SLOTS]) -> WindowState<SLOTS> {
-        let within = (self.sub % SUB_INTERVALS as u64) as f64;
-        WindowState {
-            counts: counts.map(|c| c as f64),
-            fraction: self.fraction,
-            interval_fraction: (within + self.fraction) / SUB_INTERVALS as f64,
-        }
+        WindowState::quarters(counts, self.sub, self.fraction)
     }
 }
 

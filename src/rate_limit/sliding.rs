@@ -22,6 +22,7 @@
 //! period later. A count saturates at [`MAX_COUNT`], which config validation keeps at or above
 //! every limit, so a saturated counter always refuses.
 
+use super::window::WindowState;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -46,17 +47,6 @@ pub struct SlidingCounter {
     hasher: ahash::RandomState,
     start: Instant,
     sub_micros: u64,
-}
-
-/// Counts seen for one key.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
-    /// Per sub-interval, oldest (sliding out) first.
-    pub counts: [u64; SLOTS],
-    /// Elapsed fraction of the newest sub-interval.
-    pub fraction: f64,
-    /// Elapsed fraction of the whole window-long interval it belongs to.
-    pub interval_fraction: f64,
 }
 
 impl SlidingCounter {
@@ -92,12 +82,14 @@ impl SlidingCounter {
         })
     }
 
-    pub fn sample<K: Hash>(&self, key: &K) -> Sample {
+    /// The key's window now, for [`super::window::decide`].
+    pub fn sample<K: Hash>(&self, key: &K) -> WindowState<SLOTS> {
         let (epoch, fraction) = self.now();
-        self.sample_at(key, epoch, fraction)
+        WindowState::quarters(self.counts_at(key, epoch), epoch, fraction)
     }
 
-    fn sample_at<K: Hash>(&self, key: &K, epoch: u64, fraction: f64) -> Sample {
+    /// The key's count in each sub-interval of the window ending with `epoch`, oldest first.
+    fn counts_at<K: Hash>(&self, key: &K, epoch: u64) -> [u64; SLOTS] {
         let mut counts = [u64::MAX; SLOTS];
         for cell in self.cells_of(key) {
             for (i, count) in counts.iter_mut().enumerate() {
@@ -107,12 +99,7 @@ impl SlidingCounter {
                 *count = (*count).min(seen);
             }
         }
-        let within = (epoch % SUB_INTERVALS as u64) as f64;
-        Sample {
-            counts,
-            fraction,
-            interval_fraction: (within + fraction) / SUB_INTERVALS as f64,
-        }
+        counts
     }
 
     pub fn observe<K: Hash>(&self, key: &K) {
@@ -174,16 +161,16 @@ mod tests {
         }
         let s = c.sample(&"k");
         // The events sit in the newest sub-interval, or the one before if a boundary passed.
-        assert_eq!(s.counts.iter().sum::<u64>(), 5);
+        assert_eq!(s.counts.iter().sum::<f64>(), 5.0);
         assert!(
-            s.counts[SLOTS - 1] == 5 || s.counts[SLOTS - 2] == 5,
+            s.counts[SLOTS - 1] == 5.0 || s.counts[SLOTS - 2] == 5.0,
             "{s:?}"
         );
-        assert_eq!(c.sample(&"other").counts, [0; SLOTS]);
+        assert_eq!(c.sample(&"other").counts, [0.0; SLOTS]);
         std::thread::sleep(Duration::from_millis(520));
         assert_eq!(
             c.sample(&"k").counts,
-            [0; SLOTS],
+            [0.0; SLOTS],
             "a window and a sub-interval later nothing remains"
         );
     }
@@ -195,15 +182,15 @@ mod tests {
             c.observe_at(&"k", 2);
         }
         c.observe_at(&"k", 4);
-        assert_eq!(c.sample_at(&"k", 4, 0.5).counts, [0, 0, 3, 0, 1]);
-        assert_eq!(c.sample_at(&"k", 6, 0.5).counts, [3, 0, 1, 0, 0]);
+        assert_eq!(c.counts_at(&"k", 4), [0, 0, 3, 0, 1]);
+        assert_eq!(c.counts_at(&"k", 6), [3, 0, 1, 0, 0]);
         // Sub-interval 7 writes the slot of sub-interval 2: it starts again at 1.
         c.observe_at(&"k", 7);
-        assert_eq!(c.sample_at(&"k", 7, 0.0).counts, [0, 1, 0, 0, 1]);
+        assert_eq!(c.counts_at(&"k", 7), [0, 1, 0, 0, 1]);
         // Far later, nothing is left, whatever the slots held: also not when the slots come
         // round at a multiple of 256 (an 8-bit tag brought the 3 back at 1,282).
         for sub in [1000, 1282, 1287, 5 * 65_536 + 2, 10_000_007] {
-            assert_eq!(c.sample_at(&"k", sub, 0.0).counts, [0; SLOTS], "{sub}");
+            assert_eq!(c.counts_at(&"k", sub), [0; SLOTS], "{sub}");
         }
     }
 
@@ -217,7 +204,7 @@ mod tests {
             for i in 0..200 {
                 c.observe_at(&i, 9);
             }
-            c.sample_at(&"k", 9, 0.0).counts[SLOTS - 1]
+            c.counts_at(&"k", 9)[SLOTS - 1]
         };
         // One column: every key shares it. Many: some row of "k" is its own.
         assert_eq!(count_with_200_others(1), 203);
@@ -230,19 +217,12 @@ mod tests {
         c.cells[slot(7)].store(tag(7) << COUNT_BITS | (COUNT_MASK - 1), Ordering::Relaxed);
         c.observe_at(&"k", 7);
         c.observe_at(&"k", 7);
-        assert_eq!(c.sample_at(&"k", 7, 0.0).counts[SLOTS - 1], MAX_COUNT);
+        assert_eq!(c.counts_at(&"k", 7)[SLOTS - 1], MAX_COUNT);
         assert_eq!(
             read(&c.cells[slot(7)], 7 + 256 * 5),
             0,
             "the tag is the whole number"
         );
         assert_eq!(read(&c.cells[slot(7)], 8), 0);
-    }
-
-    #[test]
-    fn the_interval_fraction_follows_the_sub_interval() {
-        let c = SlidingCounter::new(Duration::from_secs(1), 1, 1);
-        let s = c.sample_at(&"k", 6, 0.5);
-        assert_eq!((s.fraction, s.interval_fraction), (0.5, 0.625));
     }
 }

@@ -10,6 +10,7 @@
 //! get part of it back early). A fixed window would admit 2× the limit across a boundary;
 //! neither does.
 
+use super::sliding::{SLOTS, SUB_INTERVALS};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,13 +24,16 @@ pub struct WindowState<const B: usize> {
     pub interval_fraction: f64,
 }
 
-impl WindowState<2> {
-    /// The previous/current form, as the Redis-shared limits count.
-    pub fn two_intervals(prev: f64, curr: f64, fraction: f64) -> WindowState<2> {
+impl WindowState<SLOTS> {
+    /// The window's quarter counts (oldest first) at elapsed `fraction` of quarter `sub`, the
+    /// quarters being numbered from an origin on the `per` grid (the local sketch's start, or
+    /// the Unix epoch for Redis).
+    pub fn quarters(counts: [u64; SLOTS], sub: u64, fraction: f64) -> Self {
+        let within = (sub % SUB_INTERVALS as u64) as f64;
         WindowState {
-            counts: [prev, curr],
+            counts: counts.map(|c| c as f64),
             fraction,
-            interval_fraction: fraction,
+            interval_fraction: (within + fraction) / SUB_INTERVALS as f64,
         }
     }
 }
@@ -113,8 +117,20 @@ mod tests {
 
     const MIN: Duration = Duration::from_secs(60);
 
+    /// The previous/current form (`B = 2`).
     fn st(prev: f64, curr: f64, fraction: f64) -> WindowState<2> {
-        WindowState::two_intervals(prev, curr, fraction)
+        WindowState {
+            counts: [prev, curr],
+            fraction,
+            interval_fraction: fraction,
+        }
+    }
+
+    #[test]
+    fn a_quarter_places_the_clock_in_its_interval() {
+        let s = WindowState::quarters([1, 2, 3, 4, 5], 6, 0.5);
+        assert_eq!(s.counts, [1.0, 2.0, 3.0, 4.0, 5.0]);
+        assert_eq!((s.fraction, s.interval_fraction), (0.5, 0.625));
     }
 
     #[test]
