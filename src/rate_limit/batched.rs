@@ -45,14 +45,23 @@ impl Entry {
         if sub <= self.sub {
             return;
         }
-        if self.pending > 0 {
-            self.spill.push((self.sub, self.pending));
-            self.counts[SLOTS - 1] += std::mem::take(&mut self.pending);
+        let unflushed = self.take_pending();
+        if unflushed > 0 {
+            self.spill.push((self.sub, unflushed));
         }
         let passed = (sub - self.sub).min(SLOTS as u64) as usize;
         self.counts.rotate_left(passed);
         self.counts[SLOTS - passed..].fill(0);
         self.sub = sub;
+    }
+
+    /// Hand over this gateway's admissions since the last sync for flushing. They stay counted
+    /// in `sub` until a sync reply (which includes them) replaces the counts, so a decision
+    /// meanwhile does not forget them.
+    fn take_pending(&mut self) -> u64 {
+        let n = std::mem::take(&mut self.pending);
+        self.counts[SLOTS - 1] += n;
+        n
     }
 
     /// The counts to decide on: the last sync's plus this gateway's since.
@@ -162,10 +171,7 @@ impl Batched {
             });
             for (hash, e) in map.iter_mut() {
                 e.roll(clock.sub);
-                // Flushed, but still ours until the reply (which includes it) replaces the
-                // counts: a decision meanwhile must not forget it.
-                let delta = std::mem::take(&mut e.pending);
-                e.counts[SLOTS - 1] += delta;
+                let delta = e.take_pending();
                 work.push(SyncItem {
                     shard,
                     hash: *hash,
