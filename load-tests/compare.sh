@@ -43,9 +43,12 @@ for tool in nginx wrk; do
   command -v "$tool" >/dev/null 2>&1 || { echo "$tool is required" >&2; exit 1; }
 done
 
-cargo build --release --locked --bin tollgate --example floor
-bin="$root/target/release/tollgate"
-floor="$root/target/release/examples/floor"
+# The deployable build (Cargo.toml `[profile.production]`: fat LTO), the floor built alike.
+# PROFILE=release measures the test build instead.
+profile="${PROFILE:-production}"
+cargo build --profile "$profile" --locked --bin tollgate --example floor
+bin="$root/target/$profile/tollgate"
+floor="$root/target/$profile/examples/floor"
 
 for f in upstream.nginx.conf nginx.proxy.conf haproxy.cfg tollgate.routing.yaml tollgate.full.yaml tollgate.tls.yaml \
   tollgate.cache.yaml; do
