@@ -257,7 +257,9 @@ const BUDGET_FULL: usize = 44;
 /// (after boxing the JSON body filter; 16,040 before), 15,104 with the cache, span and
 /// in-flight state of the later features. 15,200 with the request id held as its header value
 /// and the trace context inline (72 bytes more per connection, 4 allocations fewer per
-/// request). tollgate's share is pinned here.
+/// request). 13,424 (48 bytes over the floor) since `LiveCtx` boxes the gateway's `Ctx`: one
+/// allocation per request, made in `new_ctx` and so outside the phases the budgets above
+/// count. tollgate's share is pinned here.
 #[test]
 fn per_request_state_adds_little_to_the_frameworks() {
     // Serialised with the counting tests: building a gateway allocates.
@@ -271,7 +273,7 @@ fn per_request_state_adds_little_to_the_frameworks() {
     let floor = request_future_size(pingora::proxy::http_proxy(&conf, PeerOnly));
     eprintln!("per-request future: tollgate {ours} bytes, bare Pingora {floor} bytes");
     assert!(
-        ours <= floor + 1850,
+        ours <= floor + 128,
         "tollgate adds {} bytes per request",
         ours - floor
     );

@@ -16,9 +16,15 @@ use std::time::Duration;
 pub struct LiveProxy(pub Arc<Live>);
 
 /// A request's generation and its per-request state.
+///
+/// The state is boxed because Pingora keeps room for its `CTX` inline, several times over, in
+/// the per-request future it copies into a box for every request and keeps alive while a
+/// keep-alive connection waits: inline, `Ctx` made that future 1.8 KB larger (1.8 MiB at 1,000
+/// idle connections, and ~2k instructions of `memcpy` per request); boxed, it is one
+/// allocation while a request is served.
 pub struct LiveCtx {
     generation: Arc<Generation>,
-    inner: Ctx,
+    inner: Box<Ctx>,
 }
 
 #[async_trait]
@@ -31,7 +37,7 @@ impl ProxyHttp for LiveProxy {
 
     fn new_ctx(&self) -> LiveCtx {
         let generation = self.0.current();
-        let inner = generation.gateway.new_ctx();
+        let inner = Box::new(generation.gateway.new_ctx());
         LiveCtx { generation, inner }
     }
 
