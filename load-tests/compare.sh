@@ -43,8 +43,9 @@ for tool in nginx wrk; do
   command -v "$tool" >/dev/null 2>&1 || { echo "$tool is required" >&2; exit 1; }
 done
 
-# The deployable build (`release`: fat LTO), the floor built alike; PROFILE=name for another.
-profile="${PROFILE:-release}"
+# The deployable build (Cargo.toml `[profile.production]`: fat LTO), the floor built alike.
+# PROFILE=release measures the test build instead.
+profile="${PROFILE:-production}"
 cargo build --profile "$profile" --locked --bin tollgate --example floor
 bin="$root/target/$profile/tollgate"
 floor="$root/target/$profile/examples/floor"
