@@ -43,12 +43,8 @@ impl ProxyHttp for Floor {
 }
 
 fn main() {
-    // As tollgate's `main` does: the heap in 4 KiB pages even where THP is `always`.
-    #[cfg(target_os = "linux")]
-    // SAFETY: sets one flag on this process; failure leaves the host's policy in place.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
+    // The heap page policy of tollgate's `main`, so the floor differs only in the proxy.
+    tollgate::heap::keep_in_small_pages();
     let mut args = std::env::args().skip(1);
     let listen = args.next().unwrap_or_else(|| "127.0.0.1:4905".into());
     let upstream = args.next().unwrap_or_else(|| "127.0.0.1:4900".into());

@@ -19,8 +19,8 @@
 //! 3. **`runtime`** — the composition root: `Runtime::build` builds every runtime object once;
 //!    `check` builds and drops, `run` builds and serves.
 //! 4. **`proxy`** — the `ProxyHttp` implementation: sequences the features per Pingora phase.
-//! 5. **`server`** — Pingora services around a built runtime; `admin`, `demo`; `main.rs` is
-//!    the command line.
+//! 5. **`server`** — Pingora services around a built runtime; `admin`, `demo`; `heap` (the
+//!    process's page policy); `main.rs` is the command line.
 //!
 //! `fuzz_entry` holds the fuzz targets' invariants (replayed by `cargo test`).
 
@@ -34,6 +34,7 @@ pub mod forwarded;
 #[doc(hidden)]
 pub mod fuzz_entry;
 pub mod header_ops;
+pub mod heap;
 pub mod listener;
 pub mod observability;
 pub mod otel;

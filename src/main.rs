@@ -6,20 +6,6 @@ use clap::{Parser, Subcommand};
 /// 10-15% throughput on this workload (DESIGN.md baseline).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Keeps the heap in 4 KiB pages on hosts whose transparent huge pages are `always` (the
-/// `no_thp` build of mimalloc only stops it from asking for them, which covers `madvise`
-/// hosts). A 2 MiB page is resident as soon as one byte of it is touched, and a gateway's heap
-/// is many small, scattered allocations per connection: huge pages cost ~33 KiB per keep-alive
-/// connection for a few percent of throughput (README "Memory per connection").
-fn keep_heap_in_small_pages() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: prctl(2) with PR_SET_THP_DISABLE takes plain integers and only sets a flag on
-    // this process; failure (an old kernel) leaves the host's policy in place, which is fine.
-    unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
-    }
-}
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use tollgate::auth::mint::{mint_hmac, DevClaims};
@@ -160,7 +146,7 @@ fn serve(
 }
 
 fn main() -> ExitCode {
-    keep_heap_in_small_pages();
+    tollgate::heap::keep_in_small_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { conf } => match load(&conf, Draining::default()) {
