@@ -306,3 +306,51 @@ fn retry_settings_are_validated_with_their_yaml_paths() {
         "lists the choices: {err}"
     );
 }
+
+/// A client that stops sending its body leaves the backend waiting for it: the silence is the
+/// client's doing. It gets a 408 when the backend's read timeout runs out, and the backend is
+/// not blamed: six stalled uploads must neither open the circuit breaker nor eject a backend
+/// for everyone else (they did, as 504s counted against the pool, before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_request_body_is_a_408_and_the_backends_are_not_blamed() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let gw = Gateway::start(&pool_config(
+        &[&a, &b],
+        &[
+            "read_timeout: 400ms",
+            "retries: 0",
+            "circuit_breaker: {error_ratio: 0.5, min_requests: 4, window: 30s, open_for: 30s}",
+            "passive_health: {consecutive_failures: 2, base_ejection: 30s, max_ejection: 1m}",
+        ],
+    ))
+    .await;
+    let stall = || async {
+        let mut s = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+        s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\nhello")
+            .await
+            .unwrap();
+        let got = read_until_closed(&mut s, Duration::from_secs(5)).await;
+        String::from_utf8_lossy(&got.expect("answered and closed")).into_owned()
+    };
+    let answers = tokio::join!(stall(), stall(), stall(), stall(), stall(), stall());
+    for text in [
+        answers.0, answers.1, answers.2, answers.3, answers.4, answers.5,
+    ] {
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains("\"error\":\"request_timeout\""), "{text}");
+    }
+    // An open circuit would answer 503 without trying a backend; an ejected backend would
+    // get none of these four.
+    let (hits_a, hits_b) = (a.hits(), b.hits());
+    let fresh = client_no_keepalive();
+    for i in 0..4 {
+        let r = send(&fresh, "GET", &gw.url("/x"), &[]).await;
+        assert_eq!(r.status, 200, "request {i} after the stalls: {r}");
+    }
+    assert_eq!(
+        (a.hits() - hits_a, b.hits() - hits_b),
+        (2, 2),
+        "both backends still in rotation"
+    );
+}

@@ -519,6 +519,13 @@ impl Gateway {
         if let Some(spans) = ctx.spans.as_mut() {
             spans.attempt_failed(&e);
         }
+        if reply::classify::client_stalled_body(&e, session) {
+            // Not the backend's failure: not counted against it, not retried.
+            return Error::explain(
+                ErrorType::HTTPStatus(408),
+                "the client stopped sending its request body; the backend waited for it",
+            );
+        }
         let e = e.more_context(format!("Peer: {peer}"));
         let pool = self.pool(ctx).map(Arc::as_ref);
         ctx.attempts

@@ -24,6 +24,17 @@ pub fn broke_framing(e: &Error) -> bool {
     false
 }
 
+/// The backend went quiet while the client still owed part of its request body. A backend
+/// that waits for the whole body before answering (most do) is silent because the client is:
+/// a client that stalls its upload must get a `408`, and must not be able to make the backend
+/// look broken — a handful of such uploads would otherwise open the circuit breaker or eject
+/// the backend for every other client.
+pub fn client_stalled_body(e: &Error, session: &mut pingora::proxy::Session) -> bool {
+    *e.esource() == ErrorSource::Upstream
+        && matches!(e.etype(), ErrorType::ReadTimedout)
+        && !session.is_body_done()
+}
+
 /// `None` means the client is gone or broke the exchange itself: there is no one to answer.
 pub fn classify(e: &Error) -> Option<GatewayError> {
     use ErrorType::*;
