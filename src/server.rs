@@ -208,11 +208,14 @@ pub fn build(
         h2c: config.server.h2c,
     };
     let mut http = pingora::proxy::http_proxy(&server.configuration, LiveProxy(live.clone()));
-    if config.server.h2c {
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        http.server_options = Some(options);
-    }
+    let mut options = HttpServerOptions::default();
+    options.h2c = config.server.h2c;
+    // An HTTP/2 connection with no stream open closes after `idle_timeout`, as an idle
+    // HTTP/1.1 keep-alive connection does (Pingora's default keeps it forever: ten thousand
+    // idle h2 connections would hold every `max_connections` slot). Read at start: a reload
+    // changes it for HTTP/1.1 only.
+    options.h2_idle_timeout = Some(config.server.idle_timeout.0);
+    http.server_options = Some(options);
     let app = GuardedApp::new(http, limits);
     // Ends a graceful stop once nothing is in flight, instead of after all of `grace_period`.
     let mut drain = background_service("drain exit", DrainExit::new(app.state()));

@@ -10,7 +10,7 @@ use common::pki::run;
 use common::tokens::sha256_hex;
 use common::{upstream_yaml, Backend, LoggedGateway, Resp};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const KEY: &str = "h2-suite-key-6b1e0c";
 
@@ -330,4 +330,83 @@ async fn a_bounded_h2load_run_has_no_failed_request() {
         "{line}"
     );
     assert!(text.contains("status codes: 2000 2xx"), "{text}");
+}
+
+/// An HTTP/2 connection with no stream open is closed after `idle_timeout`, after serving or
+/// without ever opening a stream, as an idle HTTP/1.1 keep-alive connection is. Pingora alone
+/// keeps them forever, so idle h2 connections could hold every `max_connections` slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2_connections_are_closed_after_idle_timeout() {
+    let backend = Backend::start("b").await;
+    let body = format!(
+        "upstreams:\n{}\nroutes:\n  - {{name: open, match: {{path_prefix: /open}}, upstream: pool}}\n",
+        upstream_yaml("pool", &[&backend], &[]),
+    );
+    let gw = LoggedGateway::start(
+        "@DIR@/access.log",
+        &["h2c: true", "idle_timeout: 1s"],
+        &[],
+        &body,
+    )
+    .await;
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+            .await
+            .expect("connect");
+        let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+        let closed = tokio::spawn(async move {
+            let _ = conn.await;
+            Instant::now()
+        });
+        (send, closed)
+    };
+
+    let (send, closed) = connect().await;
+    let mut ready = send.clone().ready().await.expect("ready");
+    let (resp, _) = ready
+        .send_request(request(gw.port, "GET", "/open/1"), true)
+        .expect("stream");
+    let (status, _) = read_all(resp).await;
+    assert_eq!(status, 200);
+    let idle_from = Instant::now();
+    let closed_at = tokio::time::timeout(Duration::from_secs(8), closed)
+        .await
+        .expect("the gateway closed the served, idle connection")
+        .expect("connection task");
+    assert!(
+        closed_at - idle_from >= Duration::from_millis(900),
+        "closed {:?} after its last stream, before idle_timeout",
+        closed_at - idle_from
+    );
+    drop(send);
+
+    let (send, closed) = connect().await;
+    tokio::time::timeout(Duration::from_secs(8), closed)
+        .await
+        .expect("the gateway closed a connection that never opened a stream")
+        .expect("connection task");
+    drop(send);
+}
+
+/// `content_length` / `transfer.encoding` over HTTP/2 are refused, as the HTTP/1 listener refuses
+/// them: an HTTP/1 backend that maps `_` and `.` to `-` would frame the body by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_framing_lookalike_names_are_refused() {
+    let backend = Backend::start("b").await;
+    let gw = gateway(&backend).await;
+    let send = raw_h2(gw.port).await;
+    for (name, value) in [("content_length", "0"), ("transfer.encoding", "chunked")] {
+        let mut req = request(gw.port, "POST", "/writes/1");
+        req.headers_mut().insert(
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_static(value),
+        );
+        let mut ready = send.clone().ready().await.expect("ready");
+        let (resp, mut body) = ready.send_request(req, false).expect("stream");
+        body.send_data(bytes::Bytes::from_static(b"hello"), true)
+            .expect("body");
+        let (status, got) = read_all(resp).await;
+        assert_eq!(status, 400, "{name}: {}", String::from_utf8_lossy(&got));
+    }
+    assert_eq!(backend.hits(), 0, "nothing reached the backend");
 }

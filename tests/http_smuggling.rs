@@ -415,6 +415,24 @@ refused!(
     post(&["Content-Length : 5"], "hello")
 );
 
+// Names a CGI-style backend (WSGI, Rack, PHP: `-`, `_` and `.` alike) reads as Content-Length:
+// the gateway would frame the body without them and the backend by them.
+refused!(
+    content_length_with_underscores,
+    post(&["Content_Length: 5"], "hello")
+);
+refused!(
+    content_length_with_dots_after_the_real_one,
+    post(&["Content-Length: 5", "Content.Length: 0"], "hello")
+);
+refused!(
+    transfer_encoding_with_underscores_and_content_length,
+    post(
+        &["Content-Length: 6", "Transfer_Encoding: chunked"],
+        "0\r\n\r\nG"
+    )
+);
+
 // ---------------------------------------------------------------------------------------------
 // Transfer-Encoding
 // ---------------------------------------------------------------------------------------------
@@ -712,6 +730,13 @@ body_case!(
     chunk_size_overflow_is_safe,
     chunk_size_overflow_is_refused,
     chunked_post("ffffffffffffffffff\r\nhello\r\n0\r\n\r\n")
+);
+// Small in value, but over httparse's 16 digits: refused by the listener with its head, not by
+// Pingora after the head had gone upstream.
+body_case!(
+    chunk_size_of_seventeen_digits_is_safe,
+    chunk_size_of_seventeen_digits_is_refused,
+    chunked_post("00000000000000005\r\nhello\r\n0\r\n\r\n")
 );
 body_case!(
     chunk_size_not_hex_is_safe,

@@ -346,11 +346,16 @@ impl Auth {
 /// Whether two header names reach a CGI-style backend as the same variable: compared
 /// case-insensitively with `-`, `_` and `.` alike.
 pub fn same_cgi_name(a: &str, b: &str) -> bool {
+    same_cgi_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// [`same_cgi_name`] on raw bytes, for the listener, which sees names before they are parsed.
+pub fn same_cgi_bytes(a: &[u8], b: &[u8]) -> bool {
     let fold = |c: u8| match c {
         b'_' | b'.' => b'-',
         c => c.to_ascii_lowercase(),
     };
-    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
 }
 
 #[cfg(test)]

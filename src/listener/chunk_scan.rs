@@ -16,8 +16,15 @@
 //! Memory is constant: nothing is buffered, only counted. Extensions and trailer lines are
 //! bounded so that a client cannot make a size line last forever.
 
-/// Longest chunk extension or trailer section accepted, in bytes.
+/// Longest trailer section accepted, in bytes.
 const MAX_LINE: usize = 8 * 1024;
+/// Longest chunk extension accepted. Pingora refuses a chunk-size line that is still incomplete
+/// after 8 KiB; refusing well below that here means Pingora never refuses a line this scanner
+/// let through, after the head had already gone to a backend.
+const MAX_EXTENSION: usize = 4 * 1024;
+/// httparse (and so Pingora) refuses a chunk size of more than 16 hex digits, leading zeros
+/// included; so does this scanner, for the same reason.
+const MAX_SIZE_DIGITS: u32 = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -116,6 +123,9 @@ impl ChunkScan {
     fn step(&mut self, b: u8) -> Result<bool, &'static str> {
         use State::*;
         self.state = match (self.state, b) {
+            (Size { digits, .. }, _) if b.is_ascii_hexdigit() && digits >= MAX_SIZE_DIGITS => {
+                return Err("chunk size of more than 16 hex digits")
+            }
             (Size { value, digits }, _) if b.is_ascii_hexdigit() => {
                 let digit = u64::from(hex(b));
                 let value = value
@@ -134,7 +144,7 @@ impl ChunkScan {
             (Size { .. } | SizeSpace { .. }, _) => return Err("invalid byte after chunk size"),
             (Extension { value, .. }, b'\r') => SizeLf { value },
             (Extension { .. }, _) if is_ctl(b) => return Err("control byte in chunk extension"),
-            (Extension { len, .. }, _) if len >= MAX_LINE => {
+            (Extension { len, .. }, _) if len >= MAX_EXTENSION => {
                 return Err("chunk extension too long")
             }
             (Extension { value, len }, _) => Extension {
@@ -235,6 +245,8 @@ mod tests {
             (b"5\r\nhello\r\n\r\n0\r\n\r\n", 10),
             (b"5\r\nhelloXX", 8),
             (b"11111111111111111\r\n", 16),
+            // Leading zeros count: httparse refuses the 17th digit whatever its value.
+            (b"00000000000000005\r\nhello\r\n", 16),
             (b"0\r\nX: y\n\r\n", 7),
         ] {
             match scan(body) {
@@ -247,7 +259,7 @@ mod tests {
     #[test]
     fn long_extensions_and_trailers_are_bounded() {
         let mut body = b"1;".to_vec();
-        body.extend(std::iter::repeat_n(b'a', MAX_LINE + 1));
+        body.extend(std::iter::repeat_n(b'a', MAX_EXTENSION + 1));
         assert!(matches!(
             scan(&body),
             Chunks::Malformed(_, "chunk extension too long")

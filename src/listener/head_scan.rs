@@ -91,6 +91,8 @@ pub struct HeadScan {
     content_length: bool,
     lengths: LengthValues,
     transfer_encoding: bool,
+    /// A name that is not a framing header but that CGI-style backends read as one.
+    framing_lookalike: bool,
     upgrade: bool,
 }
 
@@ -170,6 +172,9 @@ impl HeadScan {
                 self.in_length = name == CONTENT_LENGTH;
                 self.content_length |= self.in_length;
                 self.transfer_encoding |= name == TRANSFER_ENCODING;
+                self.framing_lookalike |= [CONTENT_LENGTH, TRANSFER_ENCODING]
+                    .iter()
+                    .any(|framing| cgi_lookalike(name, framing));
                 self.upgrade |= name == UPGRADE;
             }
         } else if self.name_len < NAME_MAX {
@@ -201,11 +206,24 @@ impl HeadScan {
         if self.content_length && self.transfer_encoding {
             return Some(Some("both Content-Length and Transfer-Encoding"));
         }
+        if self.framing_lookalike {
+            return Some(Some(
+                "a header name that backends read as Content-Length or Transfer-Encoding",
+            ));
+        }
         if self.lengths.invalid {
             return Some(Some("invalid or conflicting Content-Length"));
         }
         Some(None)
     }
+}
+
+/// `Content_Length`, `Transfer.Encoding` and the like: not framing headers to Pingora or to
+/// this scanner, which frame the body without them and forward them as they are, but CGI-style
+/// backends (WSGI, Rack, PHP) map `-`, `_` and `.` alike and would frame the same bytes by
+/// them: the gateway and the backend would disagree on where the next request starts.
+pub(crate) fn cgi_lookalike(name: &[u8], framing: &[u8]) -> bool {
+    name != framing && crate::auth::same_cgi_bytes(name, framing)
 }
 
 #[cfg(test)]
@@ -232,6 +250,35 @@ mod tests {
         let got = scan_all(&bytes);
         assert_eq!(got.last(), Some(&Scan::End(1)));
         assert!(got[..got.len() - 1].iter().all(|s| *s == Scan::More));
+    }
+
+    #[test]
+    fn framing_names_spelled_with_underscores_or_dots_are_malformed() {
+        for name in [
+            "Content_Length",
+            "content.length",
+            "Transfer_Encoding",
+            "Transfer.encoding",
+            "Transfer-Encoding".replace('-', "_").as_str(),
+        ] {
+            let head = format!("POST / HTTP/1.1\r\nHost: a\r\n{name}: 5\r\n\r\n");
+            assert!(
+                matches!(scan_all(&[head.as_bytes()])[0], Scan::Malformed(_)),
+                "{name}"
+            );
+        }
+        for name in [
+            "Content-Length",
+            "X_Content_Length",
+            "Content_Type",
+            "Upgrade_Insecure",
+        ] {
+            let head = format!("POST / HTTP/1.1\r\nHost: a\r\n{name}: 5\r\n\r\n");
+            assert!(
+                matches!(scan_all(&[head.as_bytes()])[0], Scan::End(_)),
+                "{name}"
+            );
+        }
     }
 
     #[test]

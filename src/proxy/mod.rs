@@ -147,6 +147,11 @@ impl Gateway {
             let msg = "invalid or conflicting Content-Length";
             return Err(Refusal::with_message(GatewayError::BadRequest, msg));
         }
+        let req = session.req_header();
+        if req.version == http::Version::HTTP_2 && content_length::framing_lookalike(req) {
+            let msg = "a header name that backends read as Content-Length or Transfer-Encoding";
+            return Err(Refusal::with_message(GatewayError::BadRequest, msg));
+        }
         if !head_size::within(
             session.req_header(),
             self.max_header_bytes,
