@@ -58,6 +58,27 @@ impl Client {
     }
 }
 
+/// The incoming `X-Forwarded-For` as one list: several lines are one comma-separated value
+/// (RFC 9110 §5.3). Reading only the first line would let a client whose proxy appends its own
+/// line pick its address: `10.9.9.9` sent ahead of the proxy's `6.6.6.6` would be believed.
+/// A line that is not text stays in the list as a hop that stops the walk.
+pub fn incoming_chain(req: &RequestHeader) -> Option<std::borrow::Cow<'_, str>> {
+    let mut lines = req.headers.get_all(X_FORWARDED_FOR).iter();
+    let first = lines.next()?;
+    fn text(v: &HeaderValue) -> &str {
+        v.to_str().unwrap_or("?")
+    }
+    let Some(second) = lines.next() else {
+        return Some(std::borrow::Cow::Borrowed(text(first)));
+    };
+    let mut chain = format!("{}, {}", text(first), text(second));
+    for line in lines {
+        chain.push_str(", ");
+        chain.push_str(text(line));
+    }
+    Some(std::borrow::Cow::Owned(chain))
+}
+
 /// Parse a trusted-proxy entry: a CIDR (`10.0.0.0/8`) or a bare address (`192.168.1.7`).
 pub fn parse_trusted(s: &str) -> Option<IpNet> {
     let s = s.trim();
@@ -237,6 +258,22 @@ mod tests {
         assert_eq!(xff, "2001:db8::1");
         let (_, xff) = resolve(ip("::ffff:192.0.2.10"), None, &t);
         assert_eq!(xff, "192.0.2.10");
+    }
+
+    #[test]
+    fn several_forwarded_for_lines_are_one_list() {
+        let mut req = RequestHeader::build("GET", b"/", None).expect("head");
+        assert!(incoming_chain(&req).is_none());
+        req.append_header("X-Forwarded-For", "10.9.9.9").expect("h");
+        assert_eq!(incoming_chain(&req).as_deref(), Some("10.9.9.9"));
+        req.append_header("X-Forwarded-For", "6.6.6.6").expect("h");
+        assert_eq!(incoming_chain(&req).as_deref(), Some("10.9.9.9, 6.6.6.6"));
+        // Behind a trusted proxy the rightmost untrusted hop is the client, whichever line.
+        let t = TrustedProxies::build(&["127.0.0.1".to_string()]).expect("valid");
+        let chain = incoming_chain(&req);
+        let (client, xff) = resolve(ip("127.0.0.1"), chain.as_deref(), &t);
+        assert_eq!(client, ip("6.6.6.6"));
+        assert_eq!(xff, "10.9.9.9, 6.6.6.6, 127.0.0.1");
     }
 
     #[test]

@@ -29,8 +29,9 @@ const FAMILIES: &[(&str, &str)] = &[
     ("X-Tenant", "t-evil"),
 ];
 
-/// Spellings a CGI/PHP-style backend folds into the same variable (`-`, `_`, `.` alike, any
-/// case), each with the family's spoofed value.
+/// Spellings a CGI-style backend folds into the same variable (`-`, `_`, `.` alike for
+/// WSGI/Rack/PHP, every non-alphanumeric byte for lighttpd; any case), each with the family's
+/// spoofed value.
 fn spoofed_header_lines() -> String {
     let spellings: &[(&str, &[&str])] = &[
         (
@@ -42,6 +43,10 @@ fn spoofed_header_lines() -> String {
                 "x_user_id",
                 "X-USER_ID",
                 "X_User.Id",
+                // lighttpd's CGI/FastCGI/SCGI map every non-alphanumeric byte to `_`.
+                "X~User~Id",
+                "X+User+Id",
+                "x|user*id",
             ],
         ),
         (
@@ -51,6 +56,7 @@ fn spoofed_header_lines() -> String {
                 "x_user_roles",
                 "X.USER.ROLES",
                 "X-User_Roles",
+                "X!User#Roles",
             ],
         ),
         (

@@ -128,6 +128,24 @@ async fn x_forwarded_for_appended_for_trusted_proxy() {
 
     let r = gw.get("/a").await;
     assert_eq!(r.echo().header("x-forwarded-for"), Some("127.0.0.1"));
+
+    // Two lines are one list (RFC 9110 §5.3): the second line is not dropped, so a client cannot
+    // put an address of its choice ahead of the one its proxy appended.
+    let r = gw
+        .get_with(
+            "/a",
+            &[
+                ("x-forwarded-for", "10.9.9.9"),
+                ("x-forwarded-for", "6.6.6.6"),
+            ],
+        )
+        .await;
+    let e = r.echo();
+    assert_eq!(
+        e.header("x-forwarded-for"),
+        Some("10.9.9.9, 6.6.6.6, 127.0.0.1"),
+        "{e:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

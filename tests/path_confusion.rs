@@ -18,6 +18,7 @@
 
 mod common;
 
+use common::raw_http::exchange;
 use common::suites::path_confusion::*;
 use common::*;
 
@@ -357,6 +358,58 @@ async fn fragments_and_absolute_form_cannot_reach_admin() {
         ],
     )
     .await;
+}
+
+/// A target that is not a path (no leading `/`) was routed as `/`, the catch-all, and reached
+/// the backend as sent, never normalised: `../admin/x` read the admin file without a token.
+/// Only a path or an http(s) URL is routed; anything else is a 400 before any backend sees it.
+/// An absolute-form target reaches the backend as its path, not as the client's URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_that_are_not_paths_are_refused() {
+    let fx = Fx::strict().await;
+    assert_cases(
+        &fx,
+        "target form",
+        &[
+            c("../admin/x", Reject),
+            c("%2e%2e/admin/x", Reject),
+            c(".%2e/admin/x", Reject),
+            c("./admin/x", Reject),
+            c("admin/x", Reject),
+            c("%2fadmin/x", Reject),
+            c("\\admin/x", Reject),
+            c("?/../admin/x", Reject),
+            // `GET  /admin/x`: the target starts with the second space.
+            c(" /admin/x", Reject),
+            c("ftp://gw.test/public/x", Reject),
+            c("http://gw.test/public/x?q=1", Pass("/public/x?q=1")),
+            c("HTTP://gw.test/public/x", Pass("/public/x")),
+        ],
+    )
+    .await;
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host` is a 400. Routing reads `Host`, so an
+/// absolute-form target without one (whose authority could name a host-restricted route) is
+/// refused on any version too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_host_are_refused() {
+    let fx = Fx::strict().await;
+    for request in [
+        "GET /public/x HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET http://gw.test/public/x HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET http://gw.test/public/x HTTP/1.0\r\n\r\n",
+    ] {
+        fx.rec.clear();
+        let resp = exchange(fx.gw.port, request.as_bytes()).await;
+        if let Err(why) = expect_refused(&fx, &resp, &[(400, "bad_request")]).await {
+            panic!("{request:?}: {why}\n  client got: {}", show(&resp));
+        }
+    }
+    // HTTP/1.0 without Host and a path is still served (host-less routes).
+    fx.rec.clear();
+    let resp = exchange(fx.gw.port, b"GET /public/x HTTP/1.0\r\n\r\n").await;
+    expect_pass(&fx, &resp, "/public/x").expect("HTTP/1.0 without Host");
 }
 
 // ---------------------------------------------------------------------------------------------

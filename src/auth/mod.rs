@@ -122,9 +122,11 @@ impl Auth {
                 identity_headers.push(h);
             }
         }
-        let compare_every_name = identity_headers
-            .iter()
-            .any(|h| h.as_str().bytes().any(|b| b == b'_' || b == b'.'));
+        let compare_every_name = identity_headers.iter().any(|h| {
+            h.as_str()
+                .bytes()
+                .any(|b| !(b.is_ascii_alphanumeric() || b == b'-'))
+        });
         Ok(Auth {
             jwt,
             api_keys,
@@ -181,7 +183,9 @@ impl Auth {
             return true;
         }
         let name = name.as_str();
-        (self.compare_every_name || name.bytes().any(|b| b == b'_' || b == b'.'))
+        // Parsed names are lower case; any byte but a letter, digit or `-` may be a disguise.
+        let disguised = |b: u8| !(b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        (self.compare_every_name || name.bytes().any(disguised))
             && self
                 .identity_headers
                 .iter()
@@ -344,7 +348,9 @@ impl Auth {
 }
 
 /// Whether two header names reach a CGI-style backend as the same variable: compared
-/// case-insensitively with `-`, `_` and `.` alike.
+/// case-insensitively with every byte that is not a letter or digit alike. WSGI, Rack and PHP
+/// map `-`, `_` and `.` to `_`; lighttpd's CGI/FastCGI/SCGI maps every other byte too, so
+/// `X~User~Id` and `X+User+Id` reach its applications as `HTTP_X_USER_ID`.
 pub fn same_cgi_name(a: &str, b: &str) -> bool {
     same_cgi_bytes(a.as_bytes(), b.as_bytes())
 }
@@ -352,8 +358,8 @@ pub fn same_cgi_name(a: &str, b: &str) -> bool {
 /// [`same_cgi_name`] on raw bytes, for the listener, which sees names before they are parsed.
 pub fn same_cgi_bytes(a: &[u8], b: &[u8]) -> bool {
     let fold = |c: u8| match c {
-        b'_' | b'.' => b'-',
-        c => c.to_ascii_lowercase(),
+        c if c.is_ascii_alphanumeric() => c.to_ascii_lowercase(),
+        _ => b'-',
     };
     a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
 }
@@ -370,17 +376,14 @@ mod tests {
             "x_user_id",
             "X-USER_ID",
             "x.user-id",
+            "x~user~id",
+            "X+User+Id",
+            "x|user*id",
         ] {
             assert!(same_cgi_name(alias, "x-user-id"), "{alias}");
             assert!(same_cgi_name("x_user_id", alias), "{alias}");
         }
-        for other in [
-            "x-user-ids",
-            "x-userid",
-            "x-user-i",
-            "y-user-id",
-            "x+user+id",
-        ] {
+        for other in ["x-user-ids", "x-userid", "x-user-i", "y-user-id", "xuserid"] {
             assert!(!same_cgi_name(other, "x-user-id"), "{other}");
         }
     }

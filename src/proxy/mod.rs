@@ -148,6 +148,8 @@ impl Gateway {
             return Err(Refusal::with_message(GatewayError::BadRequest, msg));
         }
         let req = session.req_header();
+        let form = crate::routing::target::check(req)
+            .map_err(|why| Refusal::with_message(GatewayError::BadRequest, why))?;
         if req.version == http::Version::HTTP_2 && content_length::framing_lookalike(req) {
             let msg = "a header name that backends read as Content-Length or Transfer-Encoding";
             return Err(Refusal::with_message(GatewayError::BadRequest, msg));
@@ -233,7 +235,14 @@ impl Gateway {
             query,
             strip_query.as_deref(),
         );
-        ctx.upstream_path = target;
+        // An absolute-form target goes upstream as its path: the client's scheme and authority
+        // are not the backend's business (Pingora would forward them verbatim).
+        ctx.upstream_path = match (target, form) {
+            (None, crate::routing::target::Form::Absolute) => {
+                crate::routing::target::origin_form(req)
+            }
+            (target, _) => target,
+        };
         if rt.cache.is_some() {
             ctx.cache_path = Some(normalized.unwrap_or_else(|| path.to_string()));
         }
@@ -412,8 +421,8 @@ impl Gateway {
             .map(|a| a.ip());
         let digest = session.digest();
         let tls = digest.is_some_and(|d| d.ssl_digest.is_some());
-        let xff = header_str(req, crate::forwarded::X_FORWARDED_FOR);
-        ctx.client = self.trusted.client(peer, xff, tls);
+        let xff = crate::forwarded::incoming_chain(req);
+        ctx.client = self.trusted.client(peer, xff.as_deref(), tls);
         ctx.client.certificate = ClientCert::of(digest);
         if let Some(tracing) = &self.tracing {
             let spans = RequestSpans::start(tracing, req, ctx.client.ip, tls);

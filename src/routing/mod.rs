@@ -7,6 +7,7 @@ pub mod path_policy;
 pub mod request;
 pub mod rewrite;
 pub mod router;
+pub mod target;
 
 pub use router::{Match, Router};
 

@@ -70,12 +70,13 @@ impl RecRequest {
     }
 }
 
-/// `X_User.Id` -> `x-user-id`.
+/// `X_User.Id`, `X~User+Id` -> `x-user-id`: every byte but a letter or digit is a separator to
+/// some CGI-style server (lighttpd maps them all to `_`).
 pub fn fold_header_name(name: &str) -> String {
     name.chars()
         .map(|c| match c {
-            '_' | '.' => '-',
-            c => c.to_ascii_lowercase(),
+            c if c.is_ascii_alphanumeric() => c.to_ascii_lowercase(),
+            _ => '-',
         })
         .collect()
 }
