@@ -343,8 +343,9 @@ fn hermetic(config: &Config) -> bool {
 }
 
 /// The request-head scanner (`listener::head_scan`), which finds where each head ends (for the
-/// head deadline) and refuses bare CR/LF and `Content-Length` with `Transfer-Encoding` before
-/// Pingora parses the head. Reads are cut anywhere, so the outcome must not depend on where
+/// head deadline) and refuses bare CR/LF, `Content-Length` with `Transfer-Encoding` and names
+/// that CGI-style backends read as either, before Pingora parses the head. Reads are cut
+/// anywhere, so the outcome must not depend on where
 /// (whole, split at a data-derived point, byte by byte; `End` counted from the start of the
 /// input), and it must equal the independent reference model below: the same `Malformed`
 /// reason, `End` at the same offset, or `More`. A head must also end the same way without the
@@ -432,12 +433,23 @@ fn head_ref(data: &[u8]) -> Scan {
         return Scan::More;
     };
     // Every line break in the head is a CRLF here, so splitting at LF leaves a CR on each line.
-    let (mut content_length, mut transfer_encoding) = (false, false);
+    let (mut content_length, mut transfer_encoding, mut lookalike) = (false, false, false);
+    // A name of a framing header's length that differs from it only where the framing name has
+    // `-` and the name has any byte but a letter or digit.
+    let looks_like = |name: &[u8], framing: &[u8]| {
+        name.len() == framing.len()
+            && !name.eq_ignore_ascii_case(framing)
+            && name.iter().zip(framing).all(|(n, f)| {
+                n.eq_ignore_ascii_case(f) || (*f == b'-' && !n.is_ascii_alphanumeric())
+            })
+    };
     let mut lengths: Vec<Option<u64>> = Vec::new();
     for line in data[start..end - 2].split(|&b| b == b'\n').skip(1) {
         if let Some(colon) = line.iter().position(|&b| b == b':') {
             let name = &line[..colon];
             transfer_encoding |= name.eq_ignore_ascii_case(b"transfer-encoding");
+            lookalike |=
+                looks_like(name, b"content-length") || looks_like(name, b"transfer-encoding");
             if name.eq_ignore_ascii_case(b"content-length") {
                 content_length = true;
                 let value = line[colon + 1..]
@@ -461,6 +473,11 @@ fn head_ref(data: &[u8]) -> Scan {
     }
     if content_length && transfer_encoding {
         return Scan::Malformed("both Content-Length and Transfer-Encoding");
+    }
+    if lookalike {
+        return Scan::Malformed(
+            "a header name that backends read as Content-Length or Transfer-Encoding",
+        );
     }
     let agreeing = lengths.iter().all(|n| n.is_some() && *n == lengths[0]);
     if !agreeing {

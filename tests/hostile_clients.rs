@@ -354,3 +354,32 @@ async fn a_stalled_request_body_is_a_408_and_the_backends_are_not_blamed() {
         "both backends still in rotation"
     );
 }
+
+/// A client that stops reading its response holds the gateway's buffers and an upstream
+/// connection for as long as it likes, unless writes time out: after `idle_timeout` without
+/// accepting a byte it loses the exchange (nginx's `send_timeout`), and others are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_loses_the_exchange_after_idle_timeout() {
+    let b = Backend::start("b").await;
+    let gw = Gateway::start_with(&["idle_timeout: 1s"], &pool_config(&[&b], &[])).await;
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).await.unwrap();
+    s.write_all(b"GET /huge-response HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Never read while the gateway's writes stall, for well over idle_timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => total += n,
+            Err(_) => panic!("after {total} bytes the connection is still open"),
+        }
+    }
+    assert!(
+        total < 32 << 20,
+        "the whole 32 MiB body arrived: the stalled exchange was never cut"
+    );
+    assert_eq!(gw.get("/after").await.status, 200);
+}

@@ -435,6 +435,11 @@ impl Gateway {
         if session.as_ref().get_keepalive().is_some() && !self.draining.active() {
             session.set_keepalive(Some(self.idle_timeout_secs));
         }
+        // So is a client that stops reading: one that accepts no response bytes (an HTTP/2
+        // window left at zero, a socket never read) for `idle_timeout` loses the exchange, and
+        // the upstream connection and buffers it held are freed (nginx's `send_timeout`).
+        // Pingora's default waits forever.
+        session.set_write_timeout(Some(std::time::Duration::from_secs(self.idle_timeout_secs)));
         match self.admit(session, ctx).await {
             Ok(Admit::Forward) => {
                 if self.consult_cache(session, ctx).await? {

@@ -253,6 +253,16 @@ async fn handle(
         // An error from the service makes hyper drop the connection without an answer.
         return Err(std::io::Error::other("reset requested"));
     }
+    if req.uri().path().starts_with("/huge-response") {
+        // 32 MiB: more than loopback socket buffers hold, for clients that stop reading.
+        let resp = Response::builder()
+            .status(200)
+            .header("content-type", "application/octet-stream")
+            .header("x-backend", state.name.as_str())
+            .body(Full::new(Bytes::from(vec![b'x'; 32 << 20])))
+            .unwrap();
+        return Ok(resp);
+    }
     let fail = state.fail_status.load(Ordering::SeqCst);
     if fail != 0 {
         let resp = Response::builder()
