@@ -692,9 +692,12 @@ impl Gateway {
     }
 
     /// Answers the gateway decided on purpose (413, 503 with nothing healthy, 400 for broken
-    /// framing) are not errors of the gateway; they are in the access log and metrics, not the error log.
+    /// framing) and clients that went away are not errors of the gateway; they are in the
+    /// access log and metrics, not the error log.
     pub fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
-        matches!(error.etype(), ErrorType::HTTPStatus(_)) || classify::broke_framing(error)
+        matches!(error.etype(), ErrorType::HTTPStatus(_))
+            || classify::broke_framing(error)
+            || classify::client_went_away(error)
     }
 
     pub async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {

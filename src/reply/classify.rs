@@ -35,6 +35,36 @@ pub fn client_stalled_body(e: &Error, session: &mut pingora::proxy::Session) -> 
         && !session.is_body_done()
 }
 
+/// The client reset, closed or timed out its side: nobody is left to answer, and nothing is
+/// wrong with the gateway or the backend. Logging each as an error lets one client that opens
+/// and resets streams in a loop write megabytes of error log a second (nginx logs client
+/// aborts at `info`); the access log still has every such request.
+pub fn client_went_away(e: &Error) -> bool {
+    *e.esource() == ErrorSource::Downstream && classify(e).is_none()
+}
+
+/// The client reset its HTTP/2 stream (or closed the connection) while the gateway waited on
+/// the backend. Pingora reports that as an `H2Error` with no cause, only this context
+/// (`pingora-core` `v2/server.rs`, `read_body_or_idle`), so the text is all there is to match.
+/// Pingora wraps it when adding context (`Peer: …`), so the whole chain is looked at.
+fn closed_its_h2_stream(e: &Error) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let closed = err
+            .context
+            .as_ref()
+            .is_some_and(|c| c.as_str().starts_with("Client closed H2"));
+        if matches!(err.etype(), ErrorType::H2Error) && closed {
+            return true;
+        }
+        current = err.cause.as_deref().and_then(|c| {
+            c.downcast_ref::<Error>()
+                .or_else(|| c.downcast_ref::<Box<Error>>().map(|b| &**b))
+        });
+    }
+    false
+}
+
 /// `None` means the client is gone or broke the exchange itself: there is no one to answer.
 pub fn classify(e: &Error) -> Option<GatewayError> {
     use ErrorType::*;
@@ -50,6 +80,7 @@ pub fn classify(e: &Error) -> Option<GatewayError> {
             _ => Some(GatewayError::BadGateway),
         },
         ErrorSource::Downstream if broke_framing(e) => Some(GatewayError::BadRequest),
+        ErrorSource::Downstream if closed_its_h2_stream(e) => None,
         ErrorSource::Downstream => match e.etype() {
             ReadError | WriteError | ConnectionClosed | ReadTimedout | WriteTimedout => None,
             _ => Some(GatewayError::BadRequest),
@@ -100,6 +131,23 @@ mod tests {
         let mut e = Error::new(ErrorType::ConnectionClosed);
         e.as_down();
         assert_eq!(classify(&e), None);
+        assert!(client_went_away(&e));
+        let mut reset = Error::explain(
+            ErrorType::H2Error,
+            "Client closed H2, reason: stream no longer needed",
+        );
+        reset.as_down();
+        assert_eq!(classify(&reset), None);
+        assert!(client_went_away(&reset));
+        let mut wrapped = reset.more_context("Peer: addr: 127.0.0.1:1");
+        wrapped.as_down();
+        assert!(client_went_away(&wrapped), "{wrapped}");
+        let mut other_h2 = Error::explain(ErrorType::H2Error, "malformed frame");
+        other_h2.as_down();
+        assert_eq!(classify(&other_h2), Some(GatewayError::BadRequest));
+        let mut upstream = Error::new(ErrorType::ConnectionClosed);
+        upstream.as_up();
+        assert!(!client_went_away(&upstream));
         let mut e = Error::new(ErrorType::InvalidHTTPHeader);
         e.as_down();
         assert_eq!(classify(&e), Some(GatewayError::BadRequest));
