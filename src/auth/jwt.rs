@@ -318,10 +318,14 @@ impl JwtProvider {
                 _ => return Err(AuthFailure::Malformed),
             }
         }
-        Ok(self.identity(&claims))
+        self.identity(&claims)
     }
 
-    fn identity(&self, claims: &Map<String, Value>) -> Identity {
+    /// A claim the route forwards must reach the backend as the issuer wrote it, or the token
+    /// is refused: a `sub` holding CR/LF used to be dropped while the token's roles still went
+    /// through (a backend reading roles without a user), and a role `"user,admin"` became two
+    /// roles once joined with commas.
+    fn identity(&self, claims: &Map<String, Value>) -> Result<Identity, AuthFailure> {
         let roles = string_list(claims.get(&self.roles_claim));
         let scopes = match claims.get("scope") {
             Some(s) => string_list(Some(s)),
@@ -330,18 +334,27 @@ impl JwtProvider {
         let mut forward = Vec::with_capacity(self.forward.len());
         for (claim, header) in &self.forward {
             let value = if *claim == self.roles_claim {
+                if roles.iter().any(|r| r.contains(',')) {
+                    return Err(AuthFailure::Malformed);
+                }
                 (!roles.is_empty()).then(|| roles.join(","))
             } else if claim == "scope" || claim == "scp" {
+                if scopes.iter().any(|s| s.contains(char::is_whitespace)) {
+                    return Err(AuthFailure::Malformed);
+                }
                 (!scopes.is_empty()).then(|| scopes.join(" "))
             } else {
                 claims.get(claim).and_then(scalar_or_list)
             };
-            // Only values that are valid header values (no CR/LF/NUL) are forwarded.
-            if let Some(v) = value.filter(|v| HeaderValue::from_str(v).is_ok()) {
+            if let Some(v) = value {
+                // CR, LF, NUL and other controls cannot be a header value.
+                if HeaderValue::from_str(&v).is_err() {
+                    return Err(AuthFailure::Malformed);
+                }
                 forward.push((header.clone(), v));
             }
         }
-        Identity {
+        Ok(Identity {
             consumer: claims
                 .get("sub")
                 .and_then(Value::as_str)
@@ -356,7 +369,7 @@ impl JwtProvider {
                 .iter()
                 .filter_map(|k| Some((k.clone(), claims.get(k).and_then(scalar_or_list)?)))
                 .collect(),
-        }
+        })
     }
 }
 
@@ -463,6 +476,26 @@ mod tests {
         assert!(fwd.contains(&("x-user-id".into(), "alice".into())));
         assert!(fwd.contains(&("x-user-roles".into(), "admin,ops".into())));
         assert!(fwd.contains(&("x-scopes".into(), "orders:read orders:write".into())));
+    }
+
+    #[test]
+    fn forwarded_claims_that_cannot_travel_as_written_refuse_the_token() {
+        let p = hs_provider();
+        let mut c = good_claims();
+        c["sub"] = json!("alice\r\nX-User-Roles: root");
+        assert_eq!(p.verify(&hs(c)), Err(AuthFailure::Malformed));
+        let mut c = good_claims();
+        c["roles"] = json!(["user,admin"]);
+        assert_eq!(p.verify(&hs(c)), Err(AuthFailure::Malformed));
+        let mut c = good_claims();
+        c.as_object_mut().unwrap().remove("scope");
+        c["scp"] = json!(["orders:read admin:all"]);
+        assert_eq!(p.verify(&hs(c)), Err(AuthFailure::Malformed));
+        // A roles string is a list already: split, then joined the same way.
+        let mut c = good_claims();
+        c["roles"] = json!("user,admin");
+        let id = p.verify(&hs(c)).expect("valid");
+        assert_eq!(id.roles, vec!["user", "admin"]);
     }
 
     #[test]
