@@ -3,7 +3,7 @@
 //! Pingora parsed the head) are forwarded as one header, so that no backend ever sees a list it
 //! might read as "invalid, therefore absent" and parse the body as a new request.
 
-use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::CONTENT_LENGTH;
 use pingora::http::RequestHeader;
 
 /// Collapse agreeing `Content-Length` values into one header. Returns false when the values do
@@ -27,12 +27,9 @@ pub fn collapse(req: &mut RequestHeader) -> bool {
 /// the byte scanner: a `content_length` or `transfer.encoding` field would reach an HTTP/1
 /// backend beside the framing the gateway writes for the body.
 pub fn framing_lookalike(req: &RequestHeader) -> bool {
-    req.headers.keys().any(|name| {
-        let name = name.as_str().as_bytes();
-        [CONTENT_LENGTH, TRANSFER_ENCODING]
-            .iter()
-            .any(|framing| super::head_scan::cgi_lookalike(name, framing.as_str().as_bytes()))
-    })
+    req.headers
+        .keys()
+        .any(|name| super::head_scan::framing_lookalike(name.as_str().as_bytes()))
 }
 
 fn is_digits(v: &[u8]) -> bool {

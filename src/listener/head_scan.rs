@@ -172,9 +172,7 @@ impl HeadScan {
                 self.in_length = name == CONTENT_LENGTH;
                 self.content_length |= self.in_length;
                 self.transfer_encoding |= name == TRANSFER_ENCODING;
-                self.framing_lookalike |= [CONTENT_LENGTH, TRANSFER_ENCODING]
-                    .iter()
-                    .any(|framing| cgi_lookalike(name, framing));
+                self.framing_lookalike |= framing_lookalike(name);
                 self.upgrade |= name == UPGRADE;
             }
         } else if self.name_len < NAME_MAX {
@@ -207,9 +205,7 @@ impl HeadScan {
             return Some(Some("both Content-Length and Transfer-Encoding"));
         }
         if self.framing_lookalike {
-            return Some(Some(
-                "a header name that backends read as Content-Length or Transfer-Encoding",
-            ));
+            return Some(Some(FRAMING_LOOKALIKE));
         }
         if self.lengths.invalid {
             return Some(Some("invalid or conflicting Content-Length"));
@@ -222,9 +218,16 @@ impl HeadScan {
 /// this scanner, which frame the body without them and forward them as they are, but CGI-style
 /// backends (WSGI, Rack, PHP) map `-`, `_` and `.` alike and would frame the same bytes by
 /// them: the gateway and the backend would disagree on where the next request starts.
-pub(crate) fn cgi_lookalike(name: &[u8], framing: &[u8]) -> bool {
-    name != framing && crate::auth::same_cgi_bytes(name, framing)
+/// `name` is lower case (the scanner lowers it; parsed names are lower case).
+pub(crate) fn framing_lookalike(name: &[u8]) -> bool {
+    [CONTENT_LENGTH, TRANSFER_ENCODING]
+        .iter()
+        .any(|&framing| name != framing && crate::auth::same_cgi_bytes(name, framing))
 }
+
+/// Why a head with a [`framing_lookalike`] name is refused, on either protocol.
+pub(crate) const FRAMING_LOOKALIKE: &str =
+    "a header name that backends read as Content-Length or Transfer-Encoding";
 
 #[cfg(test)]
 mod tests {

@@ -151,7 +151,7 @@ impl Gateway {
         let form = crate::routing::target::check(req)
             .map_err(|why| Refusal::with_message(GatewayError::BadRequest, why))?;
         if req.version == http::Version::HTTP_2 && content_length::framing_lookalike(req) {
-            let msg = "a header name that backends read as Content-Length or Transfer-Encoding";
+            let msg = crate::listener::head_scan::FRAMING_LOOKALIKE;
             return Err(Refusal::with_message(GatewayError::BadRequest, msg));
         }
         if !head_size::within(

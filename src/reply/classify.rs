@@ -5,23 +5,24 @@ use crate::listener::header_deadline::BrokenFraming;
 use crate::upstream::attempt::is_connect_failure;
 use pingora::{Error, ErrorSource, ErrorType};
 
+/// `e` and each Pingora error nested in its causes (Pingora nests them both as `Error` and as
+/// `Box<Error>`), outermost first.
+fn chain(e: &Error) -> impl Iterator<Item = &Error> {
+    std::iter::successors(Some(e), |err| {
+        let cause = err.cause.as_deref()?;
+        cause
+            .downcast_ref::<Error>()
+            .or_else(|| cause.downcast_ref::<Box<Error>>().map(|b| &**b))
+    })
+}
+
 /// The client's read failed because the listener found its framing broken (a bad chunk-size
 /// line): the client is still there and gets a `400` if its response has not started.
 pub fn broke_framing(e: &Error) -> bool {
-    let mut cause = e.cause.as_deref();
-    while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            return io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<BrokenFraming>());
-        }
-        // Pingora nests its errors both as `Error` and as `Box<Error>`.
-        let inner = c
-            .downcast_ref::<Error>()
-            .or_else(|| c.downcast_ref::<Box<Error>>().map(|b| &**b));
-        cause = inner.and_then(|inner| inner.cause.as_deref());
-    }
-    false
+    chain(e)
+        .find_map(|err| err.cause.as_deref()?.downcast_ref::<std::io::Error>())
+        .and_then(std::io::Error::get_ref)
+        .is_some_and(|inner| inner.is::<BrokenFraming>())
 }
 
 /// The backend went quiet while the client still owed part of its request body. A backend
@@ -48,21 +49,13 @@ pub fn client_went_away(e: &Error) -> bool {
 /// (`pingora-core` `v2/server.rs`, `read_body_or_idle`), so the text is all there is to match.
 /// Pingora wraps it when adding context (`Peer: …`), so the whole chain is looked at.
 fn closed_its_h2_stream(e: &Error) -> bool {
-    let mut current = Some(e);
-    while let Some(err) = current {
-        let closed = err
-            .context
-            .as_ref()
-            .is_some_and(|c| c.as_str().starts_with("Client closed H2"));
-        if matches!(err.etype(), ErrorType::H2Error) && closed {
-            return true;
-        }
-        current = err.cause.as_deref().and_then(|c| {
-            c.downcast_ref::<Error>()
-                .or_else(|| c.downcast_ref::<Box<Error>>().map(|b| &**b))
-        });
-    }
-    false
+    chain(e).any(|err| {
+        matches!(err.etype(), ErrorType::H2Error)
+            && err
+                .context
+                .as_ref()
+                .is_some_and(|c| c.as_str().starts_with("Client closed H2"))
+    })
 }
 
 /// `None` means the client is gone or broke the exchange itself: there is no one to answer.
