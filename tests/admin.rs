@@ -118,3 +118,17 @@ async fn config_shows_the_effective_config_without_secrets() {
         "key digests are redacted: {text}"
     );
 }
+
+/// The harness's port-ownership check, which the gateway fixtures rely on to move off a port
+/// another process holds: it must tell the gateway's listeners from the test process's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_tells_whose_listener_holds_a_port() {
+    let b = Backend::start("b").await;
+    let gw = Gateway::start(&pool_config(&[&b], &[])).await;
+    let me = std::process::id();
+    assert!(common::gateway::listens_on(gw.pid(), gw.port));
+    assert!(common::gateway::listens_on(gw.pid(), gw.admin_port));
+    assert!(!common::gateway::listens_on(me, gw.port));
+    assert!(common::gateway::listens_on(me, b.port()));
+    assert!(!common::gateway::listens_on(gw.pid(), b.port()));
+}

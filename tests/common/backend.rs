@@ -59,10 +59,21 @@ impl Backend {
         Self::start_with_delay(name, DEFAULT_SLOW_DELAY).await
     }
 
+    /// The port comes from [`super::free_port`], outside the kernel's ephemeral range, so that
+    /// no outgoing connection can take it while the backend is down between
+    /// [`Backend::kill`] and [`Backend::revive`]. A port that turns out taken after all (a
+    /// socket left by an earlier test process) is skipped for the next one.
     pub async fn start_with_delay(name: &str, slow_delay: Duration) -> Backend {
-        Self::start_on(name, slow_delay, std::net::Ipv4Addr::LOCALHOST, 0)
-            .await
-            .expect("bind backend listener")
+        let mut last = None;
+        for _ in 0..20 {
+            let port = super::free_port();
+            match Self::start_on(name, slow_delay, std::net::Ipv4Addr::LOCALHOST, port).await {
+                Ok(b) => return b,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => last = Some(e),
+                Err(e) => panic!("bind backend listener: {e}"),
+            }
+        }
+        panic!("bind backend listener: 20 ports in use, last: {last:?}");
     }
 
     /// Starts a backend on a chosen loopback address and port (0: any free port), e.g. one

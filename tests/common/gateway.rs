@@ -96,6 +96,72 @@ pub fn wait_or_kill(child: &mut Child, limit: Duration, poll: Duration) -> Optio
     }
 }
 
+/// Whether process `pid` holds a listening TCP socket on `port` (any local address).
+///
+/// A connect that succeeds proves only that *someone* listens: a port from
+/// [`super::free_port`] can still be held by a socket another process left behind, and then
+/// Pingora retries its bind ("is in use, will try again") while the test would talk to the
+/// other listener. Reads `/proc/net/tcp{,6}` for listeners on the port and looks for their
+/// inodes among the process's descriptors.
+pub fn listens_on(pid: u32, port: u16) -> bool {
+    let want = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is field 1, state field 3 (0A = LISTEN), inode field 9.
+            if f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A" {
+                inodes.push(format!("socket:[{}]", f[9]));
+            }
+        }
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+            .unwrap_or(false)
+    })
+}
+
+/// Like [`wait_until_ready`], and then whether `child` itself holds both listeners (see
+/// [`listens_on`]); `false` means a port was taken by someone else and the caller should
+/// start again on new ports.
+pub async fn ready_on_own_ports(child: &mut Child, admin_port: u16, port: u16) -> bool {
+    wait_until_ready(child, admin_port, port).await;
+    let pid = child.id();
+    listens_on(pid, port) && listens_on(pid, admin_port)
+}
+
+/// Starts `tollgate run -c <config>` on a fresh pair of ports and waits until it is ready on
+/// them: writes `yaml(port, admin_port)` to `config`, spawns the binary configured by `setup`,
+/// and, if a port turns out held by another process (see [`listens_on`]), starts again on new
+/// ports (three attempts). Returns the child and `(port, admin_port)`.
+pub async fn spawn_ready(
+    config: &Path,
+    yaml: impl Fn(u16, u16) -> String,
+    setup: impl Fn(&mut Command),
+) -> (Child, u16, u16) {
+    for _ in 0..3 {
+        let (port, admin_port) = free_port_pair();
+        std::fs::write(config, yaml(port, admin_port)).expect("write config");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run").arg("-c").arg(config).stdin(Stdio::null());
+        setup(&mut cmd);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+        if ready_on_own_ports(&mut child, admin_port, port).await {
+            return (child, port, admin_port);
+        }
+        eprintln!("gateway: port {port} or {admin_port} held by another process; new ports");
+        kill_and_reap(child);
+    }
+    panic!("gateway: three pairs of ports in a row were held by other processes");
+}
+
 /// Waits (≤ 20 s) for admin `/health` on `admin_port` = 200, then for `port` to accept
 /// connections. Panics if `child` exits or the deadline passes.
 pub async fn wait_until_ready(child: &mut Child, admin_port: u16, port: u16) {
@@ -162,39 +228,25 @@ impl Gateway {
     /// `trusted_proxies: ["127.0.0.0/8"]`).
     pub async fn start_with(server_extra: &[&str], body: &str) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (port, admin_port) = free_port_pair();
-        let yaml = gateway_yaml(dir.path(), port, admin_port, "off", server_extra, body);
         let config_path = dir.path().join("tollgate.yaml");
-        std::fs::write(&config_path, &yaml).expect("write config");
-
-        let stdout = File::create(dir.path().join("stdout.log")).expect("stdout.log");
-        let stderr = File::create(dir.path().join("stderr.log")).expect("stderr.log");
-        let child = Command::new(BIN)
-            .arg("run")
-            .arg("-c")
-            .arg(&config_path)
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-
-        let mut gw = Gateway {
+        let (child, port, admin_port) = spawn_ready(
+            &config_path,
+            |port, admin| gateway_yaml(dir.path(), port, admin, "off", server_extra, body),
+            |cmd| {
+                cmd.env("RUST_BACKTRACE", "1")
+                    .stdout(File::create(dir.path().join("stdout.log")).expect("stdout.log"))
+                    .stderr(File::create(dir.path().join("stderr.log")).expect("stderr.log"));
+            },
+        )
+        .await;
+        Gateway {
             child: Some(child),
             dir,
             port,
             admin_port,
             config_path,
             client: client(),
-        };
-        gw.wait_ready().await;
-        gw
-    }
-
-    async fn wait_ready(&mut self) {
-        let child = self.child.as_mut().expect("child");
-        wait_until_ready(child, self.admin_port, self.port).await;
+        }
     }
 
     pub fn dir(&self) -> &Path {

@@ -3,12 +3,12 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{client, free_port_pair, gateway_yaml, send, wait_until_ready, Resp, BIN};
+use super::{client, gateway::spawn_ready, gateway_yaml, send, Resp};
 
 /// `tollgate run` with a chosen `access_log` (`@DIR@` is replaced by the gateway's tempdir,
 /// which is also its working directory), env vars for the child only (`RUST_LOG` is removed
@@ -33,42 +33,30 @@ impl LoggedGateway {
         body: &str,
     ) -> LoggedGateway {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (port, admin_port) = free_port_pair();
         let d = dir.path().display().to_string();
         let access_log = access_log.replace("@DIR@", &d);
-        let yaml = gateway_yaml(
-            dir.path(),
-            port,
-            admin_port,
-            &access_log,
-            server_extra,
-            body,
-        );
         let config: PathBuf = dir.path().join("tollgate.yaml");
-        std::fs::write(&config, yaml).expect("write config");
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .arg("-c")
-            .arg(&config)
-            .current_dir(dir.path())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(File::create(dir.path().join("stdout.log")).expect("stdout.log"))
-            .stderr(File::create(dir.path().join("stderr.log")).expect("stderr.log"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
-        let mut gw = LoggedGateway {
+        let (child, port, admin_port) = spawn_ready(
+            &config,
+            |port, admin| gateway_yaml(dir.path(), port, admin, &access_log, server_extra, body),
+            |cmd| {
+                cmd.current_dir(dir.path())
+                    .env_remove("RUST_LOG")
+                    .stdout(File::create(dir.path().join("stdout.log")).expect("stdout.log"))
+                    .stderr(File::create(dir.path().join("stderr.log")).expect("stderr.log"));
+                for (k, v) in env {
+                    cmd.env(k, v);
+                }
+            },
+        )
+        .await;
+        LoggedGateway {
             child: Some(child),
             dir,
             port,
             admin_port,
             client: client(),
-        };
-        let child = gw.child.as_mut().expect("child");
-        wait_until_ready(child, admin_port, port).await;
-        gw
+        }
     }
 
     pub fn pid(&self) -> u32 {

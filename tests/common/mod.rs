@@ -56,22 +56,48 @@ pub use raw_http::{raw_get, raw_request, RawConn};
 /// Path of the binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 
-/// A free TCP port on 127.0.0.1 (bound, read, released).
+/// A free TCP port on 127.0.0.1 that no other caller in this process has been given.
+///
+/// Ports come from a counter below the kernel's ephemeral range, not from `bind(:0)`: a port
+/// learnt from `bind(:0)` and released goes back to the pool the kernel hands to every other
+/// `bind(:0)` and outgoing `connect`, so a backend or client of a test running in parallel
+/// could take it before the gateway binds it (CI saw a gateway retry "is in use" while the
+/// test talked to someone else's listener). Below the ephemeral range only these calls hand
+/// out ports; the counter never repeats one within a process, and each candidate is checked
+/// free by binding it. The start is spread by process id for test binaries run side by side.
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind :0");
-    l.local_addr().expect("local_addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let (low, high) = below_ephemeral_range();
+    let span = u32::from(high - low);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = low + u16::try_from(offset).expect("offset < span");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 127.0.0.1:{low}..{high}");
+}
+
+/// `[low, high)`: up to 12,000 ports just under the start of
+/// `/proc/sys/net/ipv4/ip_local_port_range` (Linux's default start is 32768).
+fn below_ephemeral_range() -> (u16, u16) {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let high = start.max(2048);
+    (high.saturating_sub(12_000).max(1024), high)
 }
 
 /// Two distinct free ports on 127.0.0.1: `(public, admin)`.
 pub fn free_port_pair() -> (u16, u16) {
-    let port = free_port();
-    let mut admin_port = free_port();
-    for _ in 0..10 {
-        if admin_port != port {
-            break;
-        }
-        admin_port = free_port();
-    }
-    assert_ne!(port, admin_port, "could not find two distinct free ports");
-    (port, admin_port)
+    (free_port(), free_port())
 }
