@@ -11,7 +11,7 @@ use std::time::Instant;
 use tollgate::config::edge::{
     CacheConfig, CacheStoreConfig, CompressConfig, CorsConfig, IpRulesConfig,
 };
-use tollgate::edge::cache::{hit_response, store::Store, Begin, RouteCache};
+use tollgate::edge::cache::{hit_response, store::Store, Begin, RouteCache, Upstream};
 use tollgate::edge::compress::Compress;
 use tollgate::edge::cors::Cors;
 use tollgate::edge::ip_rules::IpRules;
@@ -103,7 +103,9 @@ fn filled_cache(rt: &tokio::runtime::Runtime) -> (RouteCache, RequestHeader) {
             format!("/orders/{i}")
         };
         let req = request(&path);
-        let Begin::Forward(mut x) = rt.block_on(cache.begin(&req, req.uri.path(), None, 0)) else {
+        let Begin::Forward(mut x) =
+            rt.block_on(cache.begin(&req, req.uri.path(), &Upstream::anonymous(), 0))
+        else {
             panic!("cold cache");
         };
         x.on_response_head(&cache, &head);
@@ -123,10 +125,12 @@ fn bench_cache(c: &mut Criterion) {
     );
     let mut g = c.benchmark_group("edge_cache");
     g.bench_function("key", |b| {
-        b.iter(|| black_box(cache.key(black_box(&req), "/orders/7", None, 0)))
+        b.iter(|| black_box(cache.key(black_box(&req), "/orders/7", &Upstream::anonymous(), 0)))
     });
     let hit = |req: &RequestHeader| {
-        let Begin::Hit(stored) = rt.block_on(cache.begin(req, "/orders/7", None, 0)) else {
+        let Begin::Hit(stored) =
+            rt.block_on(cache.begin(req, "/orders/7", &Upstream::anonymous(), 0))
+        else {
             panic!("stored");
         };
         hit_response(&stored.stored, req, Instant::now()).expect("answer")
@@ -142,7 +146,9 @@ fn bench_cache(c: &mut Criterion) {
     g.bench_function("hit_gzip_1300_bytes", |b| {
         b.iter(|| {
             let req = black_box(&gzip_req);
-            let Begin::Hit(hit) = rt.block_on(cache.begin(req, "/orders/7", None, 0)) else {
+            let Begin::Hit(hit) =
+                rt.block_on(cache.begin(req, "/orders/7", &Upstream::anonymous(), 0))
+            else {
                 panic!("stored");
             };
             let (mut head, _) = hit_response(&hit.stored, req, Instant::now()).expect("answer");

@@ -28,6 +28,22 @@ pub struct Client {
 }
 
 impl Client {
+    /// The `X-Forwarded-Proto` and, from a trusted proxy, the `X-Forwarded-Host` that
+    /// [`Client::set_upstream_headers`] sends upstream (the cache keys by both).
+    pub fn forwarded_view<'a>(&self, original: &'a RequestHeader) -> (&'a str, Option<&'a [u8]>) {
+        let h = &original.headers;
+        let proto = match h.get(X_FORWARDED_PROTO) {
+            Some(v) if self.peer_trusted => v.to_str().unwrap_or("?"),
+            _ if self.tls => "https",
+            _ => "http",
+        };
+        let host = h
+            .get(X_FORWARDED_HOST)
+            .filter(|_| self.peer_trusted)
+            .map(HeaderValue::as_bytes);
+        (proto, host)
+    }
+
     /// `X-Forwarded-For`, `-Proto` and `-Host` on the upstream request: a trusted proxy's
     /// `-Proto`/`-Host` pass through, anyone else's are replaced with what this hop saw.
     pub fn set_upstream_headers(
@@ -43,8 +59,12 @@ impl Client {
             let proto = HeaderValue::from_static(if self.tls { "https" } else { "http" });
             upstream.insert_header("X-Forwarded-Proto", proto)?;
         }
+        strip_hop_claims(upstream, self.peer_trusted);
         let keep_host = self.peer_trusted && original.headers.contains_key(X_FORWARDED_HOST);
-        if !keep_host && !host.is_empty() {
+        if !keep_host && host.is_empty() {
+            // No host to vouch for (HTTP/1.0 without `Host`): the client's value must not pass.
+            upstream.remove_header(&X_FORWARDED_HOST);
+        } else if !keep_host {
             // The client's own `Host` value shares the parsed head's buffer: no copy.
             let value = match original.headers.get(http::header::HOST) {
                 Some(v) if v.as_bytes() == host.as_bytes() => v.clone(),
@@ -55,6 +75,69 @@ impl Client {
             upstream.insert_header("X-Forwarded-Host", value)?;
         }
         Ok(())
+    }
+}
+
+/// Headers that assert facts about the client's hop (address, scheme, host, port, path
+/// prefix), which frameworks believe as they believe `X-Forwarded-*` (Rack and Spring read
+/// RFC 7239 `Forwarded`, many read `X-Real-IP`). Only a trusted proxy may assert them.
+const HOP_CLAIMS: [&str; 14] = [
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-forwarded-server",
+    "x-forwarded-protocol",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "front-end-https",
+];
+
+/// The gateway's own `X-Forwarded-*`: only these exact spellings pass; a lookalike
+/// (`X_Forwarded_Host`) reaches CGI-style backends as the same variable.
+const OWN_CLAIMS: [&str; 3] = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/// Headers that make a backend serve another path or method than the request line names (IIS
+/// and Symfony's `X-Original-URL`, method overrides): the route, its auth, its methods and the
+/// cache key were all chosen by the request line, so these never pass, from anyone.
+const OVERRIDES: [&str; 5] = [
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Remove [`OVERRIDES`] and lookalikes of [`OWN_CLAIMS`] from every client, and
+/// [`HOP_CLAIMS`] unless the peer is a trusted proxy (which may send their exact spellings),
+/// each in any spelling a CGI-style backend reads alike.
+fn strip_hop_claims(upstream: &mut RequestHeader, peer_trusted: bool) {
+    let same = |name: &str, list: &[&str]| {
+        list.iter()
+            .any(|n| crate::auth::same_cgi_bytes(name.as_bytes(), n.as_bytes()))
+    };
+    let doomed = |name: &http::HeaderName| {
+        let name = name.as_str();
+        same(name, &OVERRIDES)
+            || (same(name, &OWN_CLAIMS) && !OWN_CLAIMS.contains(&name))
+            || (same(name, &HOP_CLAIMS) && !(peer_trusted && HOP_CLAIMS.contains(&name)))
+    };
+    if !upstream.headers.keys().any(doomed) {
+        return;
+    }
+    let found: Vec<http::HeaderName> = upstream
+        .headers
+        .keys()
+        .filter(|n| doomed(n))
+        .cloned()
+        .collect();
+    for name in found {
+        upstream.remove_header(&name);
     }
 }
 
@@ -130,7 +213,7 @@ impl TrustedProxies {
         };
         let (ip, xff) = resolve(peer, incoming_xff, self);
         Client {
-            ip: Some(ip),
+            ip,
             forwarded_for: Some(xff),
             peer_trusted: !self.is_empty() && self.contains(peer),
             tls,
@@ -148,33 +231,43 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 /// The client address and the `X-Forwarded-For` value to send upstream.
+///
+/// `None` when a trusted proxy vouched for a hop that is not an address (`unknown`, an
+/// obfuscated RFC 7239 node, `010.1.2.3`): the client is then unknown. Stopping the walk there
+/// and keeping the last trusted hop would make every such client the proxy itself, inside
+/// allow lists written for the proxy's network and sharing its rate-limit key.
 pub fn resolve(
     peer: IpAddr,
     incoming: Option<&str>,
     trusted: &TrustedProxies,
-) -> (IpAddr, HeaderValue) {
+) -> (Option<IpAddr>, HeaderValue) {
     let peer = canonical(peer);
     let incoming = incoming.map(str::trim).filter(|s| !s.is_empty());
     match incoming {
         Some(chain) if trusted.contains(peer) => {
             // Walk right to left past our own proxies; the first address they did not vouch
             // for is the client.
-            let mut client = peer;
+            let mut client = Some(peer);
             for hop in chain.rsplit(',') {
-                match hop.trim().parse::<IpAddr>() {
-                    Ok(ip) => {
-                        client = canonical(ip);
-                        if !trusted.contains(client) {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
+                client = hop_address(hop).map(canonical);
+                if client.is_none_or(|ip| !trusted.contains(ip)) {
+                    break;
                 }
             }
             (client, forwarded_value(Some(chain), peer))
         }
-        _ => (peer, forwarded_value(None, peer)),
+        _ => (Some(peer), forwarded_value(None, peer)),
     }
+}
+
+/// One `X-Forwarded-For` hop: an address, or an address with the port some proxies append
+/// (`192.0.2.7:51234`, `[2001:db8::1]:443`, `[2001:db8::1]`).
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
 }
 
 /// `chain, peer` (or `peer` alone) as a header value, written into one buffer that the value
@@ -224,7 +317,7 @@ mod tests {
     fn untrusted_peer_cannot_spoof() {
         let t = TrustedProxies::build(&["10.0.0.0/8".to_string()]).expect("valid");
         let (client, xff) = resolve(ip("203.0.113.9"), Some("1.2.3.4"), &t);
-        assert_eq!(client, ip("203.0.113.9"));
+        assert_eq!(client, Some(ip("203.0.113.9")));
         assert_eq!(xff, "203.0.113.9");
     }
 
@@ -232,7 +325,7 @@ mod tests {
     fn trusted_peer_chain_is_appended_and_walked() {
         let t = TrustedProxies::build(&["10.0.0.0/8".to_string()]).expect("valid");
         let (client, xff) = resolve(ip("10.0.0.2"), Some("1.2.3.4, 10.0.0.1"), &t);
-        assert_eq!(client, ip("1.2.3.4"));
+        assert_eq!(client, Some(ip("1.2.3.4")));
         assert_eq!(xff, "1.2.3.4, 10.0.0.1, 10.0.0.2");
     }
 
@@ -240,9 +333,27 @@ mod tests {
     fn garbage_in_the_chain_stops_the_walk() {
         let t = TrustedProxies::build(&["127.0.0.1".to_string()]).expect("valid");
         let (client, _) = resolve(ip("127.0.0.1"), Some("evil, 1.2.3.4"), &t);
-        assert_eq!(client, ip("1.2.3.4"));
-        let (client, _) = resolve(ip("127.0.0.1"), Some("nonsense"), &t);
-        assert_eq!(client, ip("127.0.0.1"));
+        assert_eq!(client, Some(ip("1.2.3.4")));
+        // A hop the proxy vouched for that is not an address: the client is unknown, not the
+        // proxy.
+        for hop in ["nonsense", "unknown", "010.1.2.3", "_hidden", "1.2.3.4:x"] {
+            let (client, _) = resolve(ip("127.0.0.1"), Some(hop), &t);
+            assert_eq!(client, None, "{hop}");
+        }
+    }
+
+    #[test]
+    fn hops_with_ports_are_addresses() {
+        let t = TrustedProxies::build(&["127.0.0.1".to_string()]).expect("valid");
+        for (hop, want) in [
+            ("10.1.2.3:51234", "10.1.2.3"),
+            ("[2001:db8::1]:443", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            (" 10.1.2.3 ", "10.1.2.3"),
+        ] {
+            let (client, _) = resolve(ip("127.0.0.1"), Some(hop), &t);
+            assert_eq!(client, Some(ip(want)), "{hop}");
+        }
     }
 
     #[test]
@@ -272,7 +383,7 @@ mod tests {
         let t = TrustedProxies::build(&["127.0.0.1".to_string()]).expect("valid");
         let chain = incoming_chain(&req);
         let (client, xff) = resolve(ip("127.0.0.1"), chain.as_deref(), &t);
-        assert_eq!(client, ip("6.6.6.6"));
+        assert_eq!(client, Some(ip("6.6.6.6")));
         assert_eq!(xff, "10.9.9.9, 6.6.6.6, 127.0.0.1");
     }
 
@@ -281,5 +392,83 @@ mod tests {
         let t = TrustedProxies::build(&["127.0.0.0/8".to_string()]).expect("valid");
         assert!(t.contains(ip("::ffff:127.0.0.1")));
         assert!(parse_trusted("10.0.0.0/33").is_none());
+    }
+
+    fn upstream_after(trusted: bool, headers: &[(&str, &str)], host: &str) -> RequestHeader {
+        let t = TrustedProxies::build(&["127.0.0.1".to_string()]).expect("valid");
+        let peer = if trusted { "127.0.0.1" } else { "203.0.113.9" };
+        let mut req = RequestHeader::build("GET", b"/", None).expect("head");
+        for (k, v) in headers {
+            req.append_header(k.to_string(), *v).expect("header");
+        }
+        let client = t.client(Some(ip(peer)), None, false);
+        let mut upstream = req.clone();
+        client
+            .set_upstream_headers(&mut upstream, &req, host)
+            .expect("set");
+        upstream
+    }
+
+    #[test]
+    fn hop_claims_pass_only_from_trusted_proxies_and_overrides_never() {
+        let sent = [
+            ("Forwarded", "for=6.6.6.6;host=evil.example;proto=http"),
+            ("X-Real-IP", "6.6.6.6"),
+            ("X_Real_IP", "6.6.6.6"),
+            ("X-Forwarded-Port", "1"),
+            ("X-Forwarded-Prefix", "/evil"),
+            ("True-Client-IP", "6.6.6.6"),
+            ("X-Original-URL", "/admin"),
+            ("X.Rewrite.URL", "/admin"),
+            ("X-HTTP-Method-Override", "DELETE"),
+            ("X_Forwarded_Host", "evil.example"),
+            ("X-Keep", "1"),
+        ];
+        let untrusted = upstream_after(false, &sent, "a.test");
+        let names: Vec<&str> = untrusted.headers.keys().map(|n| n.as_str()).collect();
+        for gone in [
+            "forwarded",
+            "x-real-ip",
+            "x_real_ip",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "true-client-ip",
+            "x-original-url",
+            "x.rewrite.url",
+            "x-http-method-override",
+            "x_forwarded_host",
+        ] {
+            assert!(!names.contains(&gone), "{gone} passed: {names:?}");
+        }
+        assert!(names.contains(&"x-keep"));
+        let trusted = upstream_after(true, &sent, "a.test");
+        let names: Vec<&str> = trusted.headers.keys().map(|n| n.as_str()).collect();
+        for kept in [
+            "forwarded",
+            "x-real-ip",
+            "x-forwarded-port",
+            "true-client-ip",
+        ] {
+            assert!(names.contains(&kept), "{kept} dropped: {names:?}");
+        }
+        for gone in [
+            "x_real_ip",
+            "x-original-url",
+            "x.rewrite.url",
+            "x_forwarded_host",
+        ] {
+            assert!(
+                !names.contains(&gone),
+                "{gone} passed from a trusted proxy: {names:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_without_host_forwards_no_client_x_forwarded_host() {
+        let up = upstream_after(false, &[("X-Forwarded-Host", "evil.example")], "");
+        assert!(up.headers.get("x-forwarded-host").is_none());
+        let up = upstream_after(false, &[("X-Forwarded-Host", "evil.example")], "a.test");
+        assert_eq!(up.headers.get("x-forwarded-host").unwrap(), "a.test");
     }
 }

@@ -89,3 +89,40 @@ mod tests {
         assert_eq!(req.headers.get("x-env").unwrap(), "prod");
     }
 }
+
+/// Several `Cookie` fields as one (RFC 9113 §8.2.3: an HTTP/2 client may split its cookies
+/// into one field each, and they must be joined with `; ` before going to HTTP/1.1, where a
+/// server reads only one `Cookie` line, and frameworks differ on which).
+pub fn join_cookies(req: &mut RequestHeader) -> pingora::Result<()> {
+    let mut lines = req.headers.get_all(http::header::COOKIE).iter();
+    if lines.nth(1).is_none() {
+        return Ok(());
+    }
+    let joined: Vec<&[u8]> = req
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    let joined = HeaderValue::from_bytes(&joined.join(&b"; "[..]))
+        .map_err(|_| pingora::Error::explain(pingora::ErrorType::InvalidHTTPHeader, "cookie"))?;
+    req.insert_header(http::header::COOKIE, joined)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod cookie_tests {
+    use super::join_cookies;
+
+    #[test]
+    fn split_cookie_fields_become_one() {
+        let mut req =
+            crate::test_support::get_request("/", &[("cookie", "a=1"), ("cookie", "b=2")]);
+        join_cookies(&mut req).unwrap();
+        let lines: Vec<_> = req.headers.get_all("cookie").iter().collect();
+        assert_eq!(lines, ["a=1; b=2"]);
+        let mut one = crate::test_support::get_request("/", &[("cookie", "a=1")]);
+        join_cookies(&mut one).unwrap();
+        assert_eq!(one.headers["cookie"], "a=1");
+    }
+}

@@ -662,3 +662,32 @@ fn check_refuses_what_cannot_work_with_yaml_paths() {
     ));
     assert_eq!(code, 0, "{err}");
 }
+
+/// What would let one client's request shape an entry others get: a credential the route did
+/// not check (the answer may be that caller's: not stored, not served), and hop claims an
+/// untrusted client wrote (`Forwarded`, `X-Real-IP`, `X-Original-URL`: stripped, so the backend
+/// never builds an answer from them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unverified_credentials_and_client_hop_claims_shape_no_entry() {
+    let up = Upstream::start().await;
+    let echo = Backend::start("echo").await;
+    let gw = gateway(&up, &echo).await;
+    let r = gw.get_with("/echo/k", &[("X-API-Key", KEY_ACME)]).await;
+    assert_eq!(x_cache(&r), "BYPASS", "{r}");
+    let claims = [
+        ("Forwarded", "for=6.6.6.6;host=evil.example;proto=http"),
+        ("X-Real-IP", "6.6.6.6"),
+        ("X-Original-URL", "/admin"),
+        ("X-HTTP-Method-Override", "DELETE"),
+    ];
+    let r = gw.get_with("/echo/f", &claims).await;
+    assert_eq!(x_cache(&r), "MISS", "{r}");
+    let seen = r.echo();
+    for (name, _) in claims {
+        assert_eq!(
+            seen.header(&name.to_ascii_lowercase()),
+            None,
+            "{name} reached the backend"
+        );
+    }
+}

@@ -330,3 +330,36 @@ async fn a_grpc_refusal_on_the_wire_is_trailers_only() {
     assert!(json.starts_with("HTTP/2 404"), "{json}");
     assert!(json.contains("\"error\":\"not_found\""), "{json}");
 }
+
+/// Trailers-Only is one HEADERS frame that ends the stream. Written as a header block and then
+/// an empty DATA frame with END_STREAM, grpcio and grpc-go read a broken stream and report
+/// UNKNOWN instead of the status (tonic, used above, reads the status either way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_refusal_ends_the_stream_with_its_headers() {
+    let backend = GrpcBackend::start("frames", Listen::H2c).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = refusing_gateway(&backend, dir.path()).await;
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", gw.port))
+        .await
+        .expect("connect");
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(conn);
+    let mut send = send.ready().await.expect("ready");
+    let req = http::Request::post(gw.url("/nowhere.Svc/Call"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (resp, mut body) = send.send_request(req, false).expect("send");
+    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .expect("message");
+    let resp = tokio::time::timeout(std::time::Duration::from_secs(5), resp)
+        .await
+        .expect("answered in time")
+        .expect("response");
+    assert_eq!(resp.headers()["grpc-status"], "12");
+    assert!(
+        resp.body().is_end_stream(),
+        "the header block must carry END_STREAM (Trailers-Only)"
+    );
+}

@@ -412,6 +412,36 @@ async fn requests_without_host_are_refused() {
     expect_pass(&fx, &resp, "/public/x").expect("HTTP/1.0 without Host");
 }
 
+/// RFC 9112 §3.2: a Host that is not a host and optional port is a 400, not forwarded as
+/// `X-Forwarded-Host` or written into a redirect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_host_values_are_refused() {
+    let fx = Fx::strict().await;
+    for host in [
+        "evil.example/x?",
+        "a b",
+        "ev\"il<>",
+        "a.test:abc",
+        "evil.example#",
+        "[::1",
+    ] {
+        fx.rec.clear();
+        let request =
+            format!("GET /public/x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let resp = exchange(fx.gw.port, request.as_bytes()).await;
+        if let Err(why) = expect_refused(&fx, &resp, &[(400, "bad_request")]).await {
+            panic!("{host:?}: {why}\n  client got: {}", show(&resp));
+        }
+    }
+    fx.rec.clear();
+    let resp = exchange(
+        fx.gw.port,
+        b"GET /public/x HTTP/1.1\r\nHost: [::1]:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    expect_pass(&fx, &resp, "/public/x").expect("an IPv6 literal with a port is a host");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Relaxed policies
 // ---------------------------------------------------------------------------------------------

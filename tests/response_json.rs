@@ -297,6 +297,33 @@ async fn json_content_types_are_stripped_whatever_the_status() {
     }
 }
 
+/// A `Content-Type` that does not name one media type (two lines, a list, bytes that are not
+/// text) is refused with 502 rather than read as "not JSON": clients differ on which type
+/// wins, and a browser taking the JSON one would get every field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_content_types_fail_closed() {
+    let up = Upstream::start().await;
+    let body = format!(r#"{{"title":"x","secret":"{MARKER}"}}"#);
+    up.serve(
+        "/s/two",
+        Canned::typed("text/plain", body.clone()).header("Content-Type", "application/json"),
+    );
+    up.serve(
+        "/s/list",
+        Canned::typed("text/plain, application/json", body.clone()),
+    );
+    let gw = gateway(
+        &up,
+        &[route("strip", "/s", &["response_json: {remove: [secret]}"])],
+    )
+    .await;
+    for path in ["/s/two", "/s/list"] {
+        let f = fetch(gw.port, &get(path)).await;
+        assert_eq!(f.got.status, 502, "{path}\n{f}");
+        assert!(!contains(&f.all, MARKER), "{path} leaked\n{f}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_json_content_types_are_untouched_byte_for_byte() {
     let up = Upstream::start().await;

@@ -51,6 +51,7 @@ impl ApiKeyProvider {
             ));
         }
         let mut keys = Vec::with_capacity(cfg.keys.len());
+        let provider: Arc<str> = format!("api_key:{name}").into();
         for (i, k) in cfg.keys.iter().enumerate() {
             let digest = parse_digest(&k.sha256).ok_or_else(|| {
                 (
@@ -65,6 +66,7 @@ impl ApiKeyProvider {
                 ));
             }
             let identity = Identity {
+                provider: provider.clone(),
                 consumer: k.id.clone(),
                 roles: k.roles.clone(),
                 scopes: Vec::new(),

@@ -4,6 +4,9 @@ use http::HeaderName;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// Which provider proved it (`jwt:<name>`, `api_key:<name>`, `mtls`): a JWT `sub` and
+    /// an API key id of the same spelling are different callers (the cache keys by both).
+    pub provider: std::sync::Arc<str>,
     /// JWT `sub` or API key id: the rate-limit and log key for this caller.
     pub consumer: String,
     pub roles: Vec<String>,

@@ -30,6 +30,8 @@ enum Keys {
 
 pub struct JwtProvider {
     pub name: String,
+    /// `jwt:<name>`, shared by every identity this provider verifies.
+    tag: std::sync::Arc<str>,
     algorithms: Vec<Algorithm>,
     keys: Keys,
     validation: Validation,
@@ -265,6 +267,7 @@ impl JwtProvider {
         }
         Ok(JwtProvider {
             name: name.to_string(),
+            tag: format!("jwt:{name}").into(),
             algorithms,
             keys,
             validation,
@@ -344,7 +347,7 @@ impl JwtProvider {
                 }
                 (!scopes.is_empty()).then(|| scopes.join(" "))
             } else {
-                claims.get(claim).and_then(scalar_or_list)
+                claims.get(claim).map(scalar_or_list).transpose()?.flatten()
             };
             if let Some(v) = value {
                 // CR, LF, NUL and other controls cannot be a header value.
@@ -354,21 +357,27 @@ impl JwtProvider {
                 forward.push((header.clone(), v));
             }
         }
+        // RFC 7519 §4.1.2: `sub` is a string. A number would otherwise become no consumer at
+        // all, and every such token one caller for limits and the cache.
+        let consumer = match claims.get("sub") {
+            None => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => return Err(AuthFailure::Malformed),
+        };
+        let mut key_claims = Vec::with_capacity(self.key_claims.len());
+        for k in &self.key_claims {
+            if let Some(v) = claims.get(k).map(scalar_or_list).transpose()?.flatten() {
+                key_claims.push((k.clone(), v));
+            }
+        }
         Ok(Identity {
-            consumer: claims
-                .get("sub")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            provider: self.tag.clone(),
+            consumer,
             roles,
             scopes,
             forward,
             expires_at: claims.get("exp").and_then(Value::as_u64),
-            claims: self
-                .key_claims
-                .iter()
-                .filter_map(|k| Some((k.clone(), claims.get(k).and_then(scalar_or_list)?)))
-                .collect(),
+            claims: key_claims,
         })
     }
 }
@@ -403,13 +412,32 @@ fn string_list(v: Option<&Value>) -> Vec<String> {
     }
 }
 
-fn scalar_or_list(v: &Value) -> Option<String> {
-    match v {
+/// A claim as one header value: a scalar as written, a list of scalars joined by `,`; `None`
+/// for an object or null. Refused (malformed) when the joined value would not say what the
+/// issuer wrote: a list element that is not a scalar (it would be dropped), or a string
+/// element holding the `,` that separates elements (`["T2,admin"]` would read as two).
+fn scalar_or_list(v: &Value) -> Result<Option<String>, AuthFailure> {
+    let scalar = |v: &Value| match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         Value::Bool(b) => Some(b.to_string()),
-        Value::Array(_) => Some(string_list(Some(v)).join(",")),
         _ => None,
+    };
+    match v {
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                match (scalar(item), item) {
+                    (Some(s), Value::String(_)) if s.contains(',') => {
+                        return Err(AuthFailure::Malformed)
+                    }
+                    (Some(s), _) => out.push(s),
+                    (None, _) => return Err(AuthFailure::Malformed),
+                }
+            }
+            Ok(Some(out.join(",")))
+        }
+        v => Ok(scalar(v)),
     }
 }
 
@@ -491,6 +519,33 @@ mod tests {
         c.as_object_mut().unwrap().remove("scope");
         c["scp"] = json!(["orders:read admin:all"]);
         assert_eq!(p.verify(&hs(c)), Err(AuthFailure::Malformed));
+        // `sub` is a string (RFC 7519 §4.1.2), never a number standing for no one.
+        let mut c = good_claims();
+        c["sub"] = json!(42);
+        assert_eq!(p.verify(&hs(c)), Err(AuthFailure::Malformed));
+        // A forwarded list claim whose joined value would not be the issuer's list.
+        let path = std::env::temp_dir().join(format!("tollgate-jwt-fwd-{}", std::process::id()));
+        std::fs::write(&path, SECRET).unwrap();
+        let fwd = provider(&format!(
+            "{{algorithms: [HS256], secret_file: {}, issuer: idp, audience: api, forward_claims: {{tenant: X-Tenant-Id}}}}",
+            path.display()
+        ));
+        for bad in [
+            json!(["T1", "T2,admin"]),
+            json!(["T1", ["T2"]]),
+            json!(["T1", {"a": 1}]),
+        ] {
+            let mut c = good_claims();
+            c["tenant"] = bad.clone();
+            assert_eq!(fwd.verify(&hs(c)), Err(AuthFailure::Malformed), "{bad}");
+        }
+        let mut c = good_claims();
+        c["tenant"] = json!(["T1", 5, true]);
+        let id = fwd.verify(&hs(c)).expect("valid");
+        assert!(id
+            .forward
+            .iter()
+            .any(|(h, v)| h == "x-tenant-id" && v == "T1,5,true"));
         // A roles string is a list already: split, then joined the same way.
         let mut c = good_claims();
         c["roles"] = json!("user,admin");

@@ -282,7 +282,11 @@ impl Auth {
                 }
             }
         }
-        if identity.is_none() {
+        // A request with an API key *and* a token on a route that takes both is as ambiguous
+        // as a token in two places: the key would win, and the unverified token would still
+        // travel upstream to a backend that may believe it.
+        let api_key_found = identity.is_some();
+        {
             if let Some((index, provider)) = policy.jwt.map(|i| (i, &self.jwt[i])) {
                 match token_source::find(
                     req,
@@ -291,6 +295,9 @@ impl Auth {
                 ) {
                     Err(f) => return Verdict::Unauthorized(f),
                     Ok(None) => {}
+                    Ok(Some(_)) if api_key_found => {
+                        return Verdict::Unauthorized(AuthFailure::Ambiguous)
+                    }
                     Ok(Some((token, source))) => {
                         if source == token_source::Source::Query {
                             *strip_query = provider.token_query.clone();
@@ -324,6 +331,21 @@ impl Auth {
             Some(id) if needed && !policy.permits(&id) => Verdict::Forbidden(id),
             other => Verdict::Pass(other),
         }
+    }
+
+    /// Whether the request carries a credential some configured provider reads
+    /// (`Authorization`, an API key header, a token cookie or parameter). On a route that did
+    /// not verify it, the answer may be that caller's alone: the cache does not share it.
+    pub fn carries_credential(&self, req: &RequestHeader) -> bool {
+        req.headers.contains_key(http::header::AUTHORIZATION)
+            || self
+                .api_keys
+                .iter()
+                .any(|p| req.headers.contains_key(&p.header))
+            || self.jwt.iter().any(|p| {
+                let (cookie, query) = (p.token_cookie.as_deref(), p.token_query.as_deref());
+                !matches!(token_source::find(req, cookie, query), Ok(None))
+            })
     }
 
     /// Verify through the cache: a repeat token costs one SHA-256 and a map lookup.

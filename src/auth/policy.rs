@@ -46,6 +46,7 @@ mod tests {
 
     fn id(roles: &[&str], scopes: &[&str]) -> Identity {
         Identity {
+            provider: "jwt:t".into(),
             consumer: "u".into(),
             roles: roles.iter().map(|s| s.to_string()).collect(),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),

@@ -110,6 +110,7 @@ mod tests {
 
     fn identity(exp: Option<u64>) -> Arc<Identity> {
         Arc::new(Identity {
+            provider: "jwt:t".into(),
             consumer: "alice".into(),
             roles: vec![],
             scopes: vec![],

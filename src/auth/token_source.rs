@@ -49,9 +49,9 @@ pub fn find<'a>(
         }
     }
     if let (Some(name), Some(q)) = (query, req.uri.query()) {
-        for pair in q.split('&') {
+        for pair in q.split(QUERY_SEPARATORS) {
             if let Some((k, val)) = pair.split_once('=') {
-                if k == name && !val.is_empty() {
+                if same_param(k, name) && !val.is_empty() {
                     let decoded = percent_encoding::percent_decode_str(val)
                         .decode_utf8()
                         .map_err(|_| AuthFailure::Malformed)?;
@@ -63,10 +63,21 @@ pub fn find<'a>(
     Ok(found)
 }
 
-/// `Bearer <token>` with a case-insensitive scheme (RFC 6750 §2.1).
+/// Query parameters are split on `;` too: some frameworks do (Python before 3.10, Rack's
+/// default), and a token they would read must not pass unseen.
+const QUERY_SEPARATORS: [char; 2] = ['&', ';'];
+
+/// A parameter name as a backend reads it: percent-decoded (`access%5Ftoken` is
+/// `access_token` to `parse_qs`, Rack and Express alike).
+pub fn same_param(raw: &str, name: &str) -> bool {
+    raw == name || percent_encoding::percent_decode_str(raw).eq(name.bytes())
+}
+
+/// `Bearer <token>` with a case-insensitive scheme (RFC 6750 §2.1). Any whitespace ends the
+/// scheme: a backend that splits on a tab would otherwise read a token the gateway never saw.
 fn bearer(v: &str) -> Option<&str> {
     let v = v.trim();
-    let (scheme, rest) = v.split_once(' ')?;
+    let (scheme, rest) = v.split_once([' ', '\t'])?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
@@ -77,8 +88,8 @@ fn bearer(v: &str) -> Option<&str> {
 /// The query string without parameter `name` (so a query token never reaches the upstream).
 pub fn remove_query_param(query: &str, name: &str) -> Option<String> {
     let kept: Vec<&str> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && p.split_once('=').map_or(*p, |(k, _)| k) != name)
+        .split(QUERY_SEPARATORS)
+        .filter(|p| !p.is_empty() && !same_param(p.split_once('=').map_or(*p, |(k, _)| k), name))
         .collect();
     (!kept.is_empty()).then(|| kept.join("&"))
 }
@@ -129,5 +140,29 @@ mod tests {
             Some("x=1")
         );
         assert_eq!(remove_query_param("access_token=t", "access_token"), None);
+    }
+
+    #[test]
+    fn disguised_token_spellings_are_found() {
+        let r = req("/", &[("Authorization", "Bearer\tabc.def.ghi")]);
+        let (tok, _) = find(&r, None, None).unwrap().unwrap();
+        assert_eq!(tok, "abc.def.ghi");
+        for target in [
+            "/?access%5Ftoken=t1",
+            "/?x=1;access_token=t1",
+            "/?access%5ftoken=t1&y=2",
+        ] {
+            let r = req(target, &[]);
+            let (tok, src) = find(&r, None, Some("access_token")).unwrap().unwrap();
+            assert_eq!((tok.as_ref(), src), ("t1", Source::Query), "{target}");
+            let q = r.uri.query().unwrap();
+            let rest = remove_query_param(q, "access_token").unwrap_or_default();
+            assert!(!rest.contains("t1"), "{target}: {rest}");
+        }
+        let r = req("/?access_token=a&access%5Ftoken=b", &[]);
+        assert_eq!(
+            find(&r, None, Some("access_token")),
+            Err(AuthFailure::Ambiguous)
+        );
     }
 }

@@ -158,10 +158,14 @@ impl Compress {
     pub fn eligible(&self, head_request: bool, resp: &ResponseHeader) -> bool {
         let status = resp.status.as_u16();
         let header = |name: http::HeaderName| resp.headers.get(name).and_then(|v| v.to_str().ok());
+        // Every line and list element: `Content-Encoding: identity` then `gzip` is gzip.
         let encoded = resp
             .headers
-            .get(http::header::CONTENT_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"));
         let no_transform = resp
             .headers
             .get_all(http::header::CACHE_CONTROL)

@@ -10,6 +10,7 @@ use crate::config::rate_limit::Stage;
 use crate::edge::cache::{self, Begin, Exchange};
 use crate::edge::{compress, compress::Encoder, cors};
 use crate::forwarded::Client;
+use crate::header_ops;
 use crate::listener::{content_length, head_size};
 use crate::observability::metrics::METRICS;
 use crate::observability::route_metrics::RouteMetrics;
@@ -301,11 +302,17 @@ impl Gateway {
             None => 0,
         };
         let path = ctx.cache_path.take().unwrap_or_default();
-        let consumer = ctx.identity.as_deref().map(|i| i.consumer.as_str());
-        match cache
-            .begin(session.req_header(), &path, consumer, side)
-            .await
-        {
+        let has_body = !session.is_body_empty();
+        let req = session.req_header();
+        let (proto, forwarded_host) = ctx.client.forwarded_view(req);
+        let who = cache::Upstream {
+            proto,
+            forwarded_host,
+            identity: ctx.identity.as_deref(),
+            unverified_credentials: ctx.identity.is_none() && self.auth.carries_credential(req),
+            has_body,
+        };
+        match cache.begin(req, &path, &who, side).await {
             Begin::Forward(exchange) => {
                 note_cache(cache, ctx, exchange.outcome);
                 ctx.cache = Some(exchange);
@@ -571,6 +578,7 @@ impl Gateway {
         let original = session.req_header();
         ctx.client
             .set_upstream_headers(upstream, original, request_host(original))?;
+        header_ops::join_cookies(upstream)?;
         if let (Some(route), Some(pool)) = (self.route(ctx), self.pool(ctx)) {
             if let (false, Some(host)) = (pool.preserve_host, ctx.attempts.host_header(pool)) {
                 upstream.insert_header("Host", host)?;

@@ -132,6 +132,13 @@ pub async fn send(
     extra: &[(&'static str, &str)],
 ) -> pingora::Result<()> {
     let resp = response(session.req_header(), kind, message, request_id, extra)?;
+    // Trailers-Only is one HEADERS frame carrying END_STREAM. Pingora's proxy session drops
+    // the end flag on HTTP/2 (the stream ends later with an empty DATA frame), which gRPC
+    // clients read as a broken stream ("Data frame with END_STREAM flag received") and
+    // report UNKNOWN instead of this status: on HTTP/2 the head goes straight to the stream.
+    if let pingora::protocols::http::server::Session::H2(h2) = &mut **session {
+        return h2.write_response_header(Box::new(resp), true);
+    }
     session.write_response_header(Box::new(resp), true).await
 }
 

@@ -83,11 +83,18 @@ fn decide(
 ) -> Result<Option<BodyFilter>, &'static str> {
     let status = resp.status.as_u16();
     let has_body = !head_request && !matches!(status, 100..=199 | 204 | 304);
-    let json = resp
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(body::is_json);
+    // One readable media type, or the body is refused: with two `Content-Type` lines, a
+    // list, or bytes that are not text, clients pick differently (browsers take the last
+    // JSON-looking one), and reading the first as "not JSON" would send every field.
+    let mut types = resp.headers.get_all(http::header::CONTENT_TYPE).iter();
+    let json = match (types.next(), types.next()) {
+        (None, _) => false,
+        (Some(v), None) => match v.to_str() {
+            Ok(t) if !t.contains(',') => body::is_json(t),
+            _ => return Err("ambiguous_content_type"),
+        },
+        (Some(_), Some(_)) => return Err("ambiguous_content_type"),
+    };
     if status == 206 {
         // We never ask for ranges on these routes; a partial body cannot be sanitised.
         return Err("range");

@@ -28,7 +28,43 @@ pub fn check(req: &RequestHeader) -> Result<Form, &'static str> {
     if !has_host && (req.version == http::Version::HTTP_11 || form == Form::Absolute) {
         return Err("the request has no Host header");
     }
+    // RFC 9112 §3.2: a Host with an invalid value is a 400 too. It would reach the backend
+    // as `X-Forwarded-Host` and the redirect to https as its authority
+    // (`Host: evil.example/x?` makes `https://evil.example/x?:8443/...`).
+    if let Some(host) = req.headers.get(http::header::HOST) {
+        if !valid_host(host.as_bytes()) {
+            return Err("the Host header is not a host and optional port");
+        }
+    }
     Ok(form)
+}
+
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name or IPv4 address of
+/// unreserved, percent-encoded and sub-delimiter bytes, or a bracketed IPv6 literal; a port of
+/// digits. Empty is allowed (a target without an authority).
+fn valid_host(v: &[u8]) -> bool {
+    let (host_ok, port) = if let Some(inner) = v.strip_prefix(b"[") {
+        let Some(end) = inner.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let literal = &inner[..end];
+        let ok = !literal.is_empty()
+            && literal
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        (ok, &inner[end + 1..])
+    } else {
+        let end = v.iter().position(|&b| b == b':').unwrap_or(v.len());
+        let name = &v[..end];
+        let reg = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
+        (name.iter().all(|&b| reg(b)), &v[end..])
+    };
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok
 }
 
 fn form(target: &[u8]) -> Option<Form> {
@@ -120,5 +156,36 @@ mod tests {
             http::Version::HTTP_11,
         );
         assert_eq!(origin_form(&req).as_deref(), Some("/x/y?z=1"));
+    }
+
+    #[test]
+    fn hosts_are_names_or_addresses_with_an_optional_port() {
+        for ok in [
+            "a.test",
+            "a.test:8080",
+            "127.0.0.1:1",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "",
+            "a_b.test",
+            "xn--bcher-kva.test",
+        ] {
+            assert!(valid_host(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "evil.example/x?",
+            "a b",
+            "ev\"il<>",
+            "a.test:abc",
+            "evil.example#",
+            "[::1",
+            "[]",
+            "[::1]x",
+            "a.test:80:80",
+            "a@b",
+            "a\\b",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
     }
 }

@@ -39,6 +39,7 @@ impl ClientCert {
         ];
         ClientCert {
             identity: Arc::new(Identity {
+                provider: "mtls".into(),
                 consumer: subject,
                 roles: Vec::new(),
                 scopes: Vec::new(),
@@ -57,15 +58,19 @@ impl ClientCert {
     }
 }
 
-/// The subject a certificate names its holder by: the subject's common name, else its first
-/// subject alternative name (DNS, e-mail or URI). Characters a header value cannot carry are
-/// dropped, so the subject can be forwarded and logged as it is.
+/// The subject a certificate names its holder by: the subject's common name, else (without
+/// one) its first subject alternative name (DNS, e-mail or URI).
+///
+/// `None`, so the certificate identifies no one, when that name is not printable ASCII with
+/// no whitespace at either end, or the common name cannot be read as text. Dropping what a
+/// header cannot carry would make `adminé`, `ad\u{200b}min`, `admin\0` and `admin` one
+/// consumer, minted by whoever gets any of those names signed.
 pub fn subject_of(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .find_map(|cn| cn.as_str().ok().map(str::to_owned));
+    let cn = match cert.subject().iter_common_name().next() {
+        Some(cn) => Some(cn.as_str().ok()?.to_owned()),
+        None => None,
+    };
     let san = || {
         let san = cert.subject_alternative_name().ok()??;
         san.value.general_names.iter().find_map(|n| match n {
@@ -75,13 +80,9 @@ pub fn subject_of(der: &[u8]) -> Option<String> {
             _ => None,
         })
     };
-    let subject: String = cn
-        .or_else(san)?
-        .chars()
-        .filter(|c| (' '..='~').contains(c))
-        .collect();
-    let subject = subject.trim().to_owned();
-    (!subject.is_empty()).then_some(subject)
+    let subject = cn.or_else(san)?;
+    let printable = subject.bytes().all(|b| (b' '..=b'~').contains(&b));
+    (printable && !subject.is_empty() && subject.trim() == subject).then_some(subject)
 }
 
 /// Pingora's post-handshake hook on the TLS listeners: counts the handshake and attaches the
@@ -144,9 +145,20 @@ mod tests {
 
     #[test]
     fn a_subject_is_a_header_value_and_the_identity_forwards_it() {
+        for cn in [
+            "evil\r\nX-User-Id: root",
+            "admin\u{e9}",
+            "ad\u{200b}min",
+            "admin\0",
+            "  alice  ",
+            "ali\tce",
+            "\u{430}dmin",
+        ] {
+            assert_eq!(subject_of(&der(Some(cn), vec![])), None, "{cn:?}");
+        }
         assert_eq!(
-            subject_of(&der(Some("evil\r\nX-User-Id: root"), vec![])).as_deref(),
-            Some("evilX-User-Id: root")
+            subject_of(&der(Some("Billing Service"), vec![])).as_deref(),
+            Some("Billing Service")
         );
         let cert = ClientCert::from_subject("svc".into());
         assert_eq!(cert.subject(), "svc");

@@ -120,12 +120,14 @@ pub struct Lookup {
     pub conditional: bool,
 }
 
-/// Decide from the request alone. `verified_consumer`: the route's auth admitted an identity
-/// (the entry is then keyed by that consumer, so credentials are no reason to bypass).
+/// Decide from the request alone. `unverified_credentials`: it carries credentials the
+/// route's auth did not verify (verified ones put their consumer into the key, so they are no
+/// reason to bypass); `has_body`: it has a body, however framed.
 pub fn request_plan(
     method: &Method,
     headers: &HeaderMap,
-    verified_consumer: bool,
+    unverified_credentials: bool,
+    has_body: bool,
 ) -> Result<Lookup, Bypass> {
     if method != Method::GET && method != Method::HEAD {
         return Err(Bypass::Method);
@@ -133,12 +135,13 @@ pub fn request_plan(
     if headers.contains_key(header::RANGE) {
         return Err(Bypass::Range);
     }
-    if !verified_consumer && headers.contains_key(header::AUTHORIZATION) {
+    if unverified_credentials {
         return Err(Bypass::Credentials);
     }
-    let has_body = headers
-        .get(header::CONTENT_LENGTH)
-        .is_some_and(|v| v.as_bytes() != b"0")
+    let has_body = has_body
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
         || headers.contains_key(header::TRANSFER_ENCODING);
     if has_body {
         return Err(Bypass::Body);
@@ -263,7 +266,18 @@ pub fn storable(
     Ok(f)
 }
 
-/// The response's `Vary` field names, lowercase; `None` for `Vary: *` (matches nothing).
+/// Request fields the gateway writes itself for each request, not part of the key: a response
+/// that varies on one was made for that client or that request alone (the client's own copy,
+/// which a lookup would compare, is not what the upstream saw).
+const PER_REQUEST: [&str; 4] = [
+    "x-forwarded-for",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+];
+
+/// The response's `Vary` field names, lowercase; `None` for `Vary: *` or a [`PER_REQUEST`]
+/// name (matches nothing).
 pub fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
     let mut names = Vec::new();
     for line in headers.get_all(header::VARY) {
@@ -275,6 +289,9 @@ pub fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
                 return None;
             }
             let name = HeaderName::from_bytes(token.as_bytes()).ok()?;
+            if PER_REQUEST.contains(&name.as_str()) {
+                return None;
+            }
             if !names.contains(&name) {
                 names.push(name);
             }
@@ -295,10 +312,14 @@ fn date_of(headers: &HeaderMap, name: HeaderName) -> Option<SystemTime> {
 /// `Last-Modified`.
 pub fn not_modified(request: &HeaderMap, stored: &HeaderMap) -> bool {
     if let Some(inm) = request.get(header::IF_NONE_MATCH) {
-        let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
+        let Ok(inm) = inm.to_str() else {
             return false;
         };
-        let Ok(inm) = inm.to_str() else {
+        // `*` matches any current representation, with or without an ETag (§13.1.2).
+        if inm.trim() == "*" {
+            return true;
+        }
+        let Some(etag) = stored.get(header::ETAG).and_then(|v| v.to_str().ok()) else {
             return false;
         };
         let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
@@ -424,8 +445,8 @@ mod tests {
     #[test]
     fn requests_that_bypass() {
         let get = Method::GET;
-        let plan = |m: &Method, pairs: &[(&str, &str)], verified: bool| {
-            request_plan(m, &headers(pairs), verified)
+        let plan = |m: &Method, pairs: &[(&str, &str)], unverified: bool| {
+            request_plan(m, &headers(pairs), unverified, false)
         };
         assert_eq!(plan(&Method::POST, &[], false), Err(Bypass::Method));
         assert_eq!(
@@ -433,10 +454,15 @@ mod tests {
             Err(Bypass::Range)
         );
         assert_eq!(
-            plan(&get, &[("authorization", "Bearer x")], false),
+            plan(&get, &[("authorization", "Bearer x")], true),
             Err(Bypass::Credentials)
         );
-        assert!(plan(&get, &[("authorization", "Bearer x")], true).is_ok());
+        assert!(plan(&get, &[("authorization", "Bearer x")], false).is_ok());
+        // An HTTP/2 body needs no framing header.
+        assert_eq!(
+            request_plan(&get, &headers(&[]), false, true),
+            Err(Bypass::Body)
+        );
         assert_eq!(
             plan(&get, &[("cache-control", "no-store")], false),
             Err(Bypass::NoStore)
@@ -471,6 +497,10 @@ mod tests {
             &stored
         ));
         assert!(not_modified(&headers(&[("if-none-match", "*")]), &stored));
+        assert!(not_modified(
+            &headers(&[("if-none-match", "*")]),
+            &headers(&[])
+        ));
         assert!(!not_modified(
             &headers(&[
                 ("if-none-match", "\"v2\""),
@@ -498,5 +528,10 @@ mod tests {
             Some(vec![header::ACCEPT, header::ACCEPT_LANGUAGE])
         );
         assert_eq!(vary_names(&headers(&[("vary", "*")])), None);
+        assert_eq!(
+            vary_names(&headers(&[("vary", "Accept, X-Forwarded-For")])),
+            None
+        );
+        assert_eq!(vary_names(&headers(&[("vary", "traceparent")])), None);
     }
 }

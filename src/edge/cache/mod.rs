@@ -80,6 +80,39 @@ pub struct RouteCache {
     counters: [IntCounter; 3],
 }
 
+/// What the upstream request will say about the client, beyond the request line and `Host`:
+/// every such fact is part of the key, because the backend may answer differently for each
+/// and the gateway, not the client, decides it (a client's own copies are replaced or
+/// stripped, so matching a response's `Vary` on the client's headers could not tell them
+/// apart).
+pub struct Upstream<'a> {
+    /// `X-Forwarded-Proto`: the listener's scheme, or a trusted proxy's value.
+    pub proto: &'a str,
+    /// A trusted proxy's `X-Forwarded-Host` (otherwise the upstream is told `Host`).
+    pub forwarded_host: Option<&'a [u8]>,
+    /// The identity the route's auth verified, with everything forwarded from it.
+    pub identity: Option<&'a crate::auth::identity::Identity>,
+    /// The request carries credentials the gateway did not verify (`Authorization`, or a
+    /// configured API key header, token cookie or token parameter on a route that did not
+    /// check them): the answer may be that caller's alone.
+    pub unverified_credentials: bool,
+    /// The request has a body (HTTP/2 DATA frames need no `Content-Length`).
+    pub has_body: bool,
+}
+
+impl Upstream<'static> {
+    /// A cleartext request with no identity, credentials or body (benches and tests).
+    pub fn anonymous() -> Upstream<'static> {
+        Upstream {
+            proto: "http",
+            forwarded_host: None,
+            identity: None,
+            unverified_credentials: false,
+            has_body: false,
+        }
+    }
+}
+
 /// What [`RouteCache::begin`] decided.
 pub enum Begin {
     /// Answer with this stored response.
@@ -165,21 +198,40 @@ impl RouteCache {
         self.counters[outcome as usize].inc();
     }
 
-    /// The primary key of a request: `path` is the normalised path (no query), `consumer`
-    /// the identity the route's auth verified, `side` the `split` side.
-    pub fn key(&self, req: &RequestHeader, path: &str, consumer: Option<&str>, side: usize) -> Key {
+    /// The primary key of a request: `path` is the normalised path (no query), `side` the
+    /// `split` side, `who` what the upstream is told about the client (see [`Upstream`]).
+    pub fn key(&self, req: &RequestHeader, path: &str, who: &Upstream<'_>, side: usize) -> Key {
         let mut rest = String::with_capacity(64);
         store::push_field(
             &mut rest,
             &crate::routing::request_host(req).to_ascii_lowercase(),
         );
+        store::push_field(&mut rest, who.proto);
+        match who.forwarded_host {
+            Some(h) => {
+                store::push_field(&mut rest, &String::from_utf8_lossy(h).to_ascii_lowercase())
+            }
+            None => rest.push('!'),
+        }
         match req.uri.query() {
             Some(q) => store::push_field(&mut rest, q),
             None => rest.push('!'),
         }
         store::push_field(&mut rest, &side.to_string());
-        match consumer {
-            Some(c) => store::push_field(&mut rest, c),
+        match who.identity {
+            Some(id) => {
+                store::push_field(&mut rest, &id.provider);
+                store::push_field(&mut rest, &id.consumer);
+                for list in [&id.roles, &id.scopes] {
+                    store::push_field(&mut rest, &list.len().to_string());
+                    list.iter().for_each(|v| store::push_field(&mut rest, v));
+                }
+                store::push_field(&mut rest, &id.forward.len().to_string());
+                for (name, value) in &id.forward {
+                    store::push_field(&mut rest, name.as_str());
+                    store::push_field(&mut rest, value);
+                }
+            }
             None => rest.push('!'),
         }
         for name in &self.vary {
@@ -232,17 +284,22 @@ impl RouteCache {
         &self,
         req: &RequestHeader,
         path: &str,
-        consumer: Option<&str>,
+        who: &Upstream<'_>,
         side: usize,
     ) -> Begin {
-        let Ok(lookup) = control::request_plan(&req.method, &req.headers, consumer.is_some())
-        else {
+        let plan = control::request_plan(
+            &req.method,
+            &req.headers,
+            who.unverified_credentials,
+            who.has_body,
+        );
+        let Ok(lookup) = plan else {
             return Begin::Forward(Exchange {
                 outcome: Outcome::Bypass,
                 fill: None,
             });
         };
-        let key = self.key(req, path, consumer, side);
+        let key = self.key(req, path, who, side);
         if !lookup.refresh {
             if let Some(hit) = self.usable(&key, req, &lookup) {
                 return Begin::Hit(hit);
@@ -427,7 +484,9 @@ pub fn hit_response(
     now: Instant,
 ) -> pingora::Result<(ResponseHeader, Option<Bytes>)> {
     let age = stored.age(now).as_secs().to_string();
-    if control::not_modified(&req.headers, &stored.head.headers) {
+    // RFC 9110 §13.2.1: preconditions apply only where the unconditional answer is a 2xx.
+    let success = stored.head.status.is_success();
+    if success && control::not_modified(&req.headers, &stored.head.headers) {
         // RFC 9110 §15.4.5: the fields a 200 would have carried that describe caching.
         let mut resp = ResponseHeader::build(304, Some(8))?;
         for name in [
@@ -491,14 +550,33 @@ mod tests {
         r
     }
 
+    fn who(identity: Option<&crate::auth::identity::Identity>) -> Upstream<'_> {
+        Upstream {
+            identity,
+            ..Upstream::anonymous()
+        }
+    }
+
+    fn ident(provider: &str, consumer: &str, roles: &[&str]) -> crate::auth::identity::Identity {
+        crate::auth::identity::Identity {
+            provider: provider.into(),
+            consumer: consumer.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            scopes: vec![],
+            forward: vec![],
+            expires_at: None,
+            claims: vec![],
+        }
+    }
+
     async fn fill(
         c: &RouteCache,
         req: &RequestHeader,
-        consumer: Option<&str>,
+        who: &Upstream<'_>,
         resp: &ResponseHeader,
         body: &str,
     ) -> Outcome {
-        match c.begin(req, req.uri.path(), consumer, 0).await {
+        match c.begin(req, req.uri.path(), who, 0).await {
             Begin::Hit(_) => Outcome::Hit,
             Begin::NotCached => panic!("not only-if-cached"),
             Begin::Forward(mut x) => {
@@ -518,35 +596,63 @@ mod tests {
             ("x-hop", "1"),
         ]);
         let a = get("/a?x=1", &[("accept", "application/json")]);
-        assert_eq!(fill(&c, &a, None, &ok, "{}").await, Outcome::Miss);
-        assert_eq!(fill(&c, &a, None, &ok, "{}").await, Outcome::Hit);
+        assert_eq!(fill(&c, &a, &who(None), &ok, "{}").await, Outcome::Miss);
+        assert_eq!(fill(&c, &a, &who(None), &ok, "{}").await, Outcome::Hit);
         // Another query, consumer or `vary` value is another entry.
         assert_eq!(
             fill(
                 &c,
                 &get("/a?x=2", &[("accept", "application/json")]),
-                None,
+                &who(None),
                 &ok,
                 "{}"
             )
             .await,
             Outcome::Miss
         );
-        assert_eq!(fill(&c, &a, Some("alice"), &ok, "{}").await, Outcome::Miss);
-        assert_eq!(fill(&c, &a, Some("bob"), &ok, "{}").await, Outcome::Miss);
-        assert_eq!(fill(&c, &a, Some("alice"), &ok, "{}").await, Outcome::Hit);
+        let alice = ident("jwt:j", "alice", &[]);
+        let bob = ident("jwt:j", "bob", &[]);
+        let alice_key = ident("api_key:k", "alice", &[]);
+        let alice_admin = ident("jwt:j", "alice", &["admin"]);
+        let alice = who(Some(&alice));
+        assert_eq!(fill(&c, &a, &alice, &ok, "{}").await, Outcome::Miss);
+        assert_eq!(
+            fill(&c, &a, &who(Some(&bob)), &ok, "{}").await,
+            Outcome::Miss
+        );
+        assert_eq!(fill(&c, &a, &alice, &ok, "{}").await, Outcome::Hit);
+        // The same name from another provider, or with other roles, is another caller.
+        assert_eq!(
+            fill(&c, &a, &who(Some(&alice_key)), &ok, "{}").await,
+            Outcome::Miss
+        );
+        assert_eq!(
+            fill(&c, &a, &who(Some(&alice_admin)), &ok, "{}").await,
+            Outcome::Miss
+        );
+        // What the upstream is told about scheme and host is part of the key.
+        let https = Upstream {
+            proto: "https",
+            ..who(None)
+        };
+        assert_eq!(fill(&c, &a, &https, &ok, "{}").await, Outcome::Miss);
+        let fwd = Upstream {
+            forwarded_host: Some(b"evil.example"),
+            ..who(None)
+        };
+        assert_eq!(fill(&c, &a, &fwd, &ok, "{}").await, Outcome::Miss);
         assert_eq!(
             fill(
                 &c,
                 &get("/a?x=1", &[("accept", "text/html")]),
-                None,
+                &who(None),
                 &ok,
                 "{}"
             )
             .await,
             Outcome::Miss
         );
-        let Begin::Hit(hit) = c.begin(&a, "/a", None, 0).await else {
+        let Begin::Hit(hit) = c.begin(&a, "/a", &who(None), 0).await else {
             panic!("stored");
         };
         let (head, body) = hit_response(&hit.stored, &a, Instant::now()).unwrap();
@@ -569,21 +675,30 @@ mod tests {
         let req = get("/big", &[]);
         let ok = response(&[]);
         assert_eq!(
-            fill(&c, &req, None, &ok, "01234567890").await,
+            fill(&c, &req, &who(None), &ok, "01234567890").await,
             Outcome::Miss
         );
-        assert_eq!(fill(&c, &req, None, &ok, "0123").await, Outcome::Miss);
-        assert_eq!(fill(&c, &req, None, &ok, "0123").await, Outcome::Hit);
+        assert_eq!(fill(&c, &req, &who(None), &ok, "0123").await, Outcome::Miss);
+        assert_eq!(fill(&c, &req, &who(None), &ok, "0123").await, Outcome::Hit);
         let req = get("/cookie", &[]);
         let cookie = response(&[("set-cookie", "a=b")]);
-        assert_eq!(fill(&c, &req, None, &cookie, "x").await, Outcome::Miss);
-        assert_eq!(fill(&c, &req, None, &cookie, "x").await, Outcome::Miss);
+        assert_eq!(
+            fill(&c, &req, &who(None), &cookie, "x").await,
+            Outcome::Miss
+        );
+        assert_eq!(
+            fill(&c, &req, &who(None), &cookie, "x").await,
+            Outcome::Miss
+        );
         // Accept-Encoding selects nothing when fills ask for identity.
         let req = get("/ae", &[("accept-encoding", "gzip")]);
         let vary_ae = response(&[("vary", "Accept-Encoding")]);
-        assert_eq!(fill(&c, &req, None, &vary_ae, "x").await, Outcome::Miss);
         assert_eq!(
-            fill(&c, &get("/ae", &[]), None, &vary_ae, "x").await,
+            fill(&c, &req, &who(None), &vary_ae, "x").await,
+            Outcome::Miss
+        );
+        assert_eq!(
+            fill(&c, &get("/ae", &[]), &who(None), &vary_ae, "x").await,
             Outcome::Hit
         );
     }
@@ -592,7 +707,15 @@ mod tests {
     async fn bypass_and_only_if_cached() {
         let c = route_cache(&[], 10);
         let Begin::Forward(x) = c
-            .begin(&get("/a", &[("authorization", "Bearer t")]), "/a", None, 0)
+            .begin(
+                &get("/a", &[("authorization", "Bearer t")]),
+                "/a",
+                &Upstream {
+                    unverified_credentials: true,
+                    ..who(None)
+                },
+                0,
+            )
             .await
         else {
             panic!("forwarded");
@@ -602,7 +725,7 @@ mod tests {
             c.begin(
                 &get("/a", &[("cache-control", "only-if-cached")]),
                 "/a",
-                None,
+                &who(None),
                 0
             )
             .await,
