@@ -351,8 +351,8 @@ async fn a_grpc_refusal_ends_the_stream_with_its_headers() {
         .body(())
         .expect("request");
     let (resp, mut body) = send.send_request(req, false).expect("send");
-    body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
-        .expect("message");
+    // The refusal may close the stream before the message is sent: that is not the point.
+    let _ = body.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true);
     let resp = tokio::time::timeout(std::time::Duration::from_secs(5), resp)
         .await
         .expect("answered in time")
