@@ -316,7 +316,7 @@ async fn route_header_rules() {
     assert_eq!(r.header("x-backend"), Some("echo"));
 }
 
-/// The client read buffer (`server.read_buffer`, 16 KiB by default) bounds one read, not a
+/// The client read buffer (`server.read_buffer`, none by default) bounds one read, not a
 /// request head: a head several times its size (under `max_header_bytes`) is read whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_larger_than_the_read_buffer_is_read_whole() {
@@ -338,7 +338,7 @@ fn check_refuses_a_read_buffer_out_of_range() {
     );
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("server.read_buffer: must be between 1KiB and 1MiB"),
+        err.contains("server.read_buffer: must be 0 (no buffer) or between 1KiB and 1MiB"),
         "{err}"
     );
 }

@@ -42,10 +42,10 @@ pub(super) fn validate(config: &Config) -> Vec<Problem> {
 
 /// Limits on hostile clients: zero would refuse everything (or, for timeouts, nothing).
 fn check_client_limits(server: &super::ServerConfig, out: &mut Vec<Problem>) {
-    if !(1024..=1024 * 1024).contains(&server.read_buffer.0) {
+    if server.read_buffer.0 != 0 && !(1024..=1024 * 1024).contains(&server.read_buffer.0) {
         out.push(Problem::new(
             "server.read_buffer",
-            "must be between 1KiB and 1MiB",
+            "must be 0 (no buffer) or between 1KiB and 1MiB",
         ));
     }
     if server.max_connections == 0 {
