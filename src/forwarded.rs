@@ -79,9 +79,10 @@ impl Client {
 }
 
 /// Headers that assert facts about the client's hop (address, scheme, host, port, path
-/// prefix), which frameworks believe as they believe `X-Forwarded-*` (Rack and Spring read
-/// RFC 7239 `Forwarded`, many read `X-Real-IP`). Only a trusted proxy may assert them.
-const HOP_CLAIMS: [&str; 14] = [
+/// prefix, the client certificate a TLS terminator verified), which frameworks believe as they
+/// believe `X-Forwarded-*` (Rack and Spring read RFC 7239 `Forwarded`, many read `X-Real-IP`,
+/// Envoy-fronted services `X-Forwarded-Client-Cert`). Only a trusted proxy may assert them.
+const HOP_CLAIMS: [&str; 19] = [
     "forwarded",
     "x-real-ip",
     "x-forwarded-port",
@@ -96,6 +97,11 @@ const HOP_CLAIMS: [&str; 14] = [
     "cf-connecting-ip",
     "fastly-client-ip",
     "front-end-https",
+    "x-forwarded-client-cert",
+    "x-client-cert",
+    "x-ssl-client-cert",
+    "x-ssl-client-s-dn",
+    "ssl-client-cert",
 ];
 
 /// The gateway's own `X-Forwarded-*`: only these exact spellings pass; a lookalike
@@ -418,6 +424,7 @@ mod tests {
             ("X-Forwarded-Port", "1"),
             ("X-Forwarded-Prefix", "/evil"),
             ("True-Client-IP", "6.6.6.6"),
+            ("X-Forwarded-Client-Cert", "Subject=\"CN=admin\""),
             ("X-Original-URL", "/admin"),
             ("X.Rewrite.URL", "/admin"),
             ("X-HTTP-Method-Override", "DELETE"),
@@ -433,6 +440,7 @@ mod tests {
             "x-forwarded-port",
             "x-forwarded-prefix",
             "true-client-ip",
+            "x-forwarded-client-cert",
             "x-original-url",
             "x.rewrite.url",
             "x-http-method-override",
