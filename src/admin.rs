@@ -158,12 +158,26 @@ pub fn redacted(config: &crate::config::Config) -> serde_json::Value {
             }
         }
     }
-    if let Some(headers) = v
-        .pointer_mut("/tracing/otlp/headers")
-        .and_then(|h| h.as_object_mut())
-    {
-        for value in headers.values_mut() {
+    let hide_values = |headers: Option<&mut serde_json::Value>| {
+        for value in headers
+            .and_then(|h| h.as_object_mut())
+            .into_iter()
+            .flat_map(|h| h.values_mut())
+        {
             *value = serde_json::Value::String("<redacted>".into());
+        }
+    };
+    hide_values(v.pointer_mut("/tracing/otlp/headers"));
+    // Headers the gateway adds upstream are how a backend's own credentials are configured
+    // (`Authorization: Basic ...`): names are shown, values are not.
+    for route in v
+        .pointer_mut("/routes")
+        .and_then(|r| r.as_array_mut())
+        .into_iter()
+        .flatten()
+    {
+        for op in ["add", "set"] {
+            hide_values(route.pointer_mut(&format!("/request_headers/{op}")));
         }
     }
     v
@@ -171,6 +185,21 @@ pub fn redacted(config: &crate::config::Config) -> serde_json::Value {
 
 /// `redis://user:secret@host` → `redis://user:<redacted>@host`.
 fn redact_url_password(url: &str) -> String {
+    // `redis+unix:///run/redis.sock?pass=...`: redis-rs reads a password from the query too.
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if matches!(k, "pass" | "password") => format!("{k}=<redacted>"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", query.join("&"))
+        }
+        None => url.to_string(),
+    };
+    let url = url.as_str();
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -252,6 +281,18 @@ mod tests {
             redact_url_password("redis://127.0.0.1:6379"),
             "redis://127.0.0.1:6379"
         );
+        assert_eq!(
+            redact_url_password("redis+unix:///run/redis.sock?db=1&pass=hunter2"),
+            "redis+unix:///run/redis.sock?db=1&pass=<redacted>"
+        );
+        let with_headers = crate::config::Config::load_str(
+            "upstreams:\n  u: {backends: [\"127.0.0.1:1\"]}\n\
+             routes:\n  - {name: r, upstream: u, request_headers: {add: {Authorization: Basic c2VjcmV0}}}\n",
+        )
+        .expect("valid");
+        let shown = redacted(&with_headers).to_string();
+        assert!(!shown.contains("c2VjcmV0"), "{shown}");
+        assert!(shown.contains("Authorization"), "{shown}");
         let config = crate::config::Config::load_str(
             "upstreams:\n  u: {backends: [\"127.0.0.1:1\"]}\n\
              redis: {url: \"redis://:hunter2@127.0.0.1:6379\"}\n\

@@ -236,6 +236,10 @@ async fn listener_changes_are_reported_as_needing_the_binary_upgrade() {
         logs.contains("needs the binary upgrade") && logs.contains("server.max_connections"),
         "{logs}"
     );
+    // `/config` is the effective config: the listener still runs with the old cap.
+    let doc = gw.admin_get("/config").await.json();
+    assert_ne!(doc["config"]["server"]["max_connections"], 77, "{doc}");
+    assert_eq!(doc["config"]["server"]["h2c"], false, "{doc}");
 }
 
 /// `openssl s_client`: the subject of the certificate served for `name`.

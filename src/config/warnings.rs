@@ -20,7 +20,22 @@ pub(super) fn warnings(config: &Config) -> Vec<Problem> {
     check_path_policy(config, &mut out);
     check_unverified_upstreams(config, &mut out);
     check_self_mirrors(config, &mut out);
+    check_jwt_audience(config, &mut out);
     out
+}
+
+/// Without `audience`, a token the same issuer minted for any other service is accepted here
+/// (RFC 8725 §3.9: cross-service replay). Valid, since some issuers set no `aud`, but rarely
+/// what is meant.
+fn check_jwt_audience(config: &Config, out: &mut Vec<Problem>) {
+    for (name, provider) in &config.auth.jwt {
+        if provider.audience.is_none() {
+            out.push(Problem::new(
+                format!("auth.jwt.{name}.audience"),
+                "not set: tokens the issuer minted for any other service are accepted too",
+            ));
+        }
+    }
 }
 
 /// A mirror to an upstream the route already sends to doubles that upstream's load with

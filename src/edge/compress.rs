@@ -5,17 +5,17 @@
 //! The negotiation is ours because Pingora 0.9.1's `ResponseCompressionCtx` ignores q-values
 //! (`pingora-core/src/protocols/http/compression/mod.rs:597`, "TODO: support q value": it picks
 //! the first listed coding, so `gzip;q=0` would be *chosen*) and decides compressibility by its
-//! own fixed type list and 20-byte floor (`mod.rs:990`). Its zstd and gzip encoders are sound
-//! and already built into the binary, so those bytes are made by
-//! `compression::Algorithm::compressor`. Its brotli encoder is not: at the end of the body it
-//! only `flush()`es (`compression/brotli.rs:112-116`) and never writes the final meta-block,
-//! so strict decoders reject the stream; [`BrotliEncoder`] drives the same `brotli` crate and
-//! finishes it.
+//! own fixed type list and 20-byte floor (`mod.rs:990`). Its encoders are not used either: its
+//! brotli encoder only `flush()`es at the end of the body (`compression/brotli.rs:112-116`)
+//! and never writes the final meta-block, so strict decoders reject the stream, and none of
+//! them flushes between chunks, so a streamed response (server-sent events) reached the client
+//! only when the upstream finished. [`Streaming`] drives the same `brotli`, `flate2` and `zstd`
+//! crates, flushes after each chunk and finishes the stream at the end.
 
 use crate::config::edge::CompressConfig;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::protocols::http::compression::{Algorithm, Encode};
+use pingora::protocols::http::compression::Encode;
 
 /// A content coding the gateway can produce, in its order of preference on equal q-values
 /// (smallest output and cheapest decode first).
@@ -46,9 +46,18 @@ impl Coding {
     /// most of the size is won for little CPU (brotli's higher levels cost 10x for a few %).
     fn encoder(self) -> Option<Box<dyn Encode + Send + Sync>> {
         match self {
-            Coding::Zstd => Algorithm::Zstd.compressor(3),
-            Coding::Brotli => Some(Box::new(BrotliEncoder::new(4))),
-            Coding::Gzip => Algorithm::Gzip.compressor(6),
+            // 4 KiB internal buffer, window 2^22 (the format's default).
+            Coding::Brotli => Some(Streaming::boxed(
+                brotli::CompressorWriter::new(Vec::new(), 4096, 4, 22),
+                "br",
+            )),
+            Coding::Gzip => Some(Streaming::boxed(
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6)),
+                "gzip",
+            )),
+            Coding::Zstd => zstd::stream::write::Encoder::new(Vec::new(), 3)
+                .ok()
+                .map(|w| Streaming::boxed(w, "zstd")),
         }
     }
 }
@@ -243,46 +252,91 @@ pub fn encoded_head(coding: Coding, resp: &mut ResponseHeader) -> pingora::Resul
     Ok(())
 }
 
-/// A brotli stream that is finished at the end of the body (RFC 7932 `ISLAST`).
-struct BrotliEncoder {
-    writer: Option<brotli::CompressorWriter<Vec<u8>>>,
+/// A compressor writing into a `Vec` that can be drained between chunks and finished at the
+/// end of the body.
+trait Sink: std::io::Write + Send + Sync {
+    fn sink(&mut self) -> &mut Vec<u8>;
+    fn finish(self) -> std::io::Result<Vec<u8>>;
+}
+
+impl Sink for brotli::CompressorWriter<Vec<u8>> {
+    fn sink(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    /// `into_inner` writes the last meta-block (RFC 7932 `ISLAST`); only then is it complete.
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        Ok(self.into_inner())
+    }
+}
+
+impl Sink for flate2::write::GzEncoder<Vec<u8>> {
+    fn sink(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        flate2::write::GzEncoder::finish(self)
+    }
+}
+
+impl Sink for zstd::stream::write::Encoder<'static, Vec<u8>> {
+    fn sink(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn finish(self) -> std::io::Result<Vec<u8>> {
+        zstd::stream::write::Encoder::finish(self)
+    }
+}
+
+/// One response body's compressor, flushed after every chunk: what the upstream has sent is
+/// decodable by the client at once. Without the flush an event stream (`text/event-stream`
+/// under `text/*`) or a long poll sat in the compressor until the upstream finished; the
+/// price is a few bytes of sync marker per upstream chunk.
+struct Streaming<W: Sink> {
+    writer: Option<W>,
+    name: &'static str,
     total_in: usize,
     total_out: usize,
     spent: std::time::Duration,
 }
 
-impl BrotliEncoder {
-    fn new(quality: u32) -> BrotliEncoder {
-        BrotliEncoder {
-            // 4 KiB internal buffer, window 2^22 (the format's default).
-            writer: Some(brotli::CompressorWriter::new(Vec::new(), 4096, quality, 22)),
+impl<W: Sink> Streaming<W> {
+    fn boxed(writer: W, name: &'static str) -> Box<dyn Encode + Send + Sync>
+    where
+        W: 'static,
+    {
+        Box::new(Streaming {
+            writer: Some(writer),
+            name,
             total_in: 0,
             total_out: 0,
             spent: std::time::Duration::ZERO,
-        }
+        })
     }
 }
 
-impl Encode for BrotliEncoder {
+impl<W: Sink> Encode for Streaming<W> {
     fn encode(&mut self, input: &[u8], end: bool) -> pingora::Result<Bytes> {
         use pingora::{ErrorType, OrErr};
-        use std::io::Write;
         let start = std::time::Instant::now();
         let Some(writer) = self.writer.as_mut() else {
-            return pingora::Error::e_explain(ErrorType::InternalError, "brotli stream finished");
+            return pingora::Error::e_explain(ErrorType::InternalError, "stream finished");
         };
         self.total_in += input.len();
         writer
             .write_all(input)
-            .or_err(ErrorType::InternalError, "while compressing brotli")?;
-        let out = if end {
-            // `into_inner` writes the last meta-block; only then is the stream complete.
-            self.writer
-                .take()
-                .map(|w| w.into_inner())
-                .unwrap_or_default()
-        } else {
-            std::mem::take(writer.get_mut())
+            .or_err(ErrorType::InternalError, "while compressing")?;
+        let out = match self.writer.take() {
+            Some(w) if end => w
+                .finish()
+                .or_err(ErrorType::InternalError, "while compressing")?,
+            Some(mut w) => {
+                w.flush()
+                    .or_err(ErrorType::InternalError, "while compressing")?;
+                let out = std::mem::take(w.sink());
+                self.writer = Some(w);
+                out
+            }
+            None => Vec::new(),
         };
         self.total_out += out.len();
         self.spent += start.elapsed();
@@ -290,7 +344,7 @@ impl Encode for BrotliEncoder {
     }
 
     fn stat(&self) -> (&'static str, usize, usize, std::time::Duration) {
-        ("br", self.total_in, self.total_out, self.spent)
+        (self.name, self.total_in, self.total_out, self.spent)
     }
 }
 
@@ -314,6 +368,54 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the upstream has sent so far decodes at once, before the body ends: an event
+    /// stream reaches the client event by event.
+    #[test]
+    fn every_chunk_is_decodable_before_the_end() {
+        use std::io::Write;
+        fn decoded(coding: Coding, bytes: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            match coding {
+                Coding::Gzip => {
+                    let mut d = flate2::write::GzDecoder::new(&mut out);
+                    d.write_all(bytes).unwrap();
+                    d.flush().unwrap();
+                }
+                Coding::Zstd => {
+                    let mut d = zstd::stream::write::Decoder::new(&mut out).unwrap();
+                    d.write_all(bytes).unwrap();
+                    d.flush().unwrap();
+                }
+                Coding::Brotli => {
+                    let mut d = brotli::DecompressorWriter::new(&mut out, 4096);
+                    d.write_all(bytes).unwrap();
+                    d.flush().unwrap();
+                }
+            }
+            out
+        }
+        for coding in Coding::PREFERENCE {
+            let mut enc = coding.new_encoder().expect("encoder");
+            let mut wire = Vec::new();
+            let mut sent = Vec::new();
+            for event in ["data: one\n\n", "data: two\n\n"] {
+                let mut body = Some(Bytes::from(event));
+                enc.on_body(&mut body, false).unwrap();
+                wire.extend_from_slice(&body.unwrap_or_default());
+                sent.extend_from_slice(event.as_bytes());
+                assert_eq!(
+                    decoded(coding, &wire),
+                    sent,
+                    "{coding:?} held back {event:?}"
+                );
+            }
+            let mut tail = None;
+            enc.on_body(&mut tail, true).unwrap();
+            wire.extend_from_slice(&tail.unwrap_or_default());
+            assert_eq!(decoded(coding, &wire), sent, "{coding:?} whole stream");
+        }
+    }
 
     #[test]
     fn q_values_choose_and_zero_refuses() {

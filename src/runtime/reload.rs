@@ -42,9 +42,10 @@ impl Reloader {
     /// `shutdown`: the process's, for the background tasks a new generation starts.
     pub async fn reload(&self, shutdown: &ShutdownWatch) -> Result<Reloaded, Problems> {
         let current = self.live.current();
-        let (config, text) = Config::read_with_text(&self.path)?;
-        let runtime = Runtime::rebuild(&config, self.draining.clone(), &current)?;
+        let (mut config, text) = Config::read_with_text(&self.path)?;
         let not_applied = needs_upgrade(&current.config, &config);
+        keep_running_listeners(&current.config, &mut config);
+        let runtime = Runtime::rebuild(&config, self.draining.clone(), &current)?;
         if let (Some(certs), Some(tls)) = (&self.certs, &runtime.tls) {
             certs.swap(tls.certificates.clone());
             tls.publish_expiries();
@@ -121,6 +122,29 @@ impl Reloader {
     }
 }
 
+/// The new generation runs with the settings the sockets, threads and TLS listener keep (see
+/// [`needs_upgrade`]), so that everything built from it agrees with what serves: a redirect to
+/// https names the port a TLS listener really has, `/config` shows the client CA really
+/// asked for, and the next reload compares against what runs, not against the last file. A
+/// file that only works with its own listener settings (`redirect_https` with a `tls_listen`
+/// added in the same edit) is then refused, like any config that cannot be applied.
+fn keep_running_listeners(running: &Config, new: &mut Config) {
+    let (o, n) = (&running.server, &mut new.server);
+    n.listen = o.listen.clone();
+    n.tls_listen = o.tls_listen.clone();
+    n.admin_listen = o.admin_listen.clone();
+    n.threads = o.threads;
+    n.h2c = o.h2c;
+    n.read_buffer = o.read_buffer;
+    n.max_connections = o.max_connections;
+    n.header_read_timeout = o.header_read_timeout;
+    n.upstream_keepalive_pool = o.upstream_keepalive_pool;
+    if let (Some(o), Some(n)) = (&o.tls, &mut n.tls) {
+        n.client_ca_file = o.client_ca_file.clone();
+        n.client_auth = o.client_auth;
+    }
+}
+
 /// Settings that live in sockets, threads or the TLS listener itself.
 fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
     let (o, n) = (&old.server, &new.server);
@@ -148,11 +172,11 @@ fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
         o.upstream_keepalive_pool == n.upstream_keepalive_pool,
         "server.upstream_keepalive_pool",
     );
+    // Client authentication exists only with a client CA: a `tls` section appearing without
+    // one changes nothing the listener does.
     let client_auth = |c: &Config| {
-        c.server
-            .tls
-            .as_ref()
-            .map(|t| (t.client_ca_file.clone(), t.client_auth))
+        let tls = c.server.tls.as_ref()?;
+        Some((tls.client_ca_file.clone()?, tls.client_auth))
     };
     note(
         client_auth(old) == client_auth(new),
@@ -199,6 +223,21 @@ mod tests {
             "server:\n{server}\nupstreams:\n  u: {{backends: [\"127.0.0.1:1\"]}}\nroutes:\n  - {{name: r, upstream: u}}\n"
         ))
         .expect("valid config")
+    }
+
+    #[test]
+    fn a_reloaded_generation_keeps_the_running_listener_settings() {
+        let old = config("  listen: [\"127.0.0.1:8080\"]\n  max_connections: 10");
+        let mut new =
+            config("  listen: [\"127.0.0.1:9090\"]\n  max_connections: 77\n  idle_timeout: 5s");
+        keep_running_listeners(&old, &mut new);
+        assert_eq!(new.server.listen, ["127.0.0.1:8080"]);
+        assert_eq!(new.server.max_connections, 10);
+        assert_eq!(
+            new.server.idle_timeout.0,
+            std::time::Duration::from_secs(5),
+            "the rest is new"
+        );
     }
 
     #[test]
