@@ -59,7 +59,7 @@ impl Client {
             let proto = HeaderValue::from_static(if self.tls { "https" } else { "http" });
             upstream.insert_header("X-Forwarded-Proto", proto)?;
         }
-        strip_hop_claims(upstream, self.peer_trusted);
+        strip_hop_claims(upstream, original, self.peer_trusted);
         let keep_host = self.peer_trusted && original.headers.contains_key(X_FORWARDED_HOST);
         if !keep_host && host.is_empty() {
             // No host to vouch for (HTTP/1.0 without `Host`): the client's value must not pass.
@@ -119,24 +119,45 @@ const OVERRIDES: [&str; 5] = [
     "x-method-override",
 ];
 
+/// Bit `n` is set when some name in the three lists is `n` bytes long: a CGI spelling has the
+/// same length, so a header of any other length is none of them. Most request headers
+/// (`host`, `accept`, `user-agent`) are out after one mask test.
+const CLAIM_LENGTHS: u64 = {
+    let lists: [&[&str]; 3] = [&HOP_CLAIMS, &OWN_CLAIMS, &OVERRIDES];
+    let mut mask = 0u64;
+    let mut l = 0;
+    while l < lists.len() {
+        let mut i = 0;
+        while i < lists[l].len() {
+            mask |= 1 << lists[l][i].len();
+            i += 1;
+        }
+        l += 1;
+    }
+    mask
+};
+
 /// Remove [`OVERRIDES`] and lookalikes of [`OWN_CLAIMS`] from every client, and
 /// [`HOP_CLAIMS`] unless the peer is a trusted proxy (which may send their exact spellings),
-/// each in any spelling a CGI-style backend reads alike.
-fn strip_hop_claims(upstream: &mut RequestHeader, peer_trusted: bool) {
+/// each in any spelling a CGI-style backend reads alike. Judged on the names the client sent
+/// (`original`), not on the upstream head, which also holds what the gateway added.
+fn strip_hop_claims(upstream: &mut RequestHeader, original: &RequestHeader, peer_trusted: bool) {
     let same = |name: &str, list: &[&str]| {
         list.iter()
             .any(|n| crate::auth::same_cgi_bytes(name.as_bytes(), n.as_bytes()))
     };
     let doomed = |name: &http::HeaderName| {
         let name = name.as_str();
-        same(name, &OVERRIDES)
-            || (same(name, &OWN_CLAIMS) && !OWN_CLAIMS.contains(&name))
-            || (same(name, &HOP_CLAIMS) && !(peer_trusted && HOP_CLAIMS.contains(&name)))
+        name.len() < 64
+            && CLAIM_LENGTHS & (1 << name.len()) != 0
+            && (same(name, &OVERRIDES)
+                || (same(name, &OWN_CLAIMS) && !OWN_CLAIMS.contains(&name))
+                || (same(name, &HOP_CLAIMS) && !(peer_trusted && HOP_CLAIMS.contains(&name))))
     };
-    if !upstream.headers.keys().any(doomed) {
+    if !original.headers.keys().any(doomed) {
         return;
     }
-    let found: Vec<http::HeaderName> = upstream
+    let found: Vec<http::HeaderName> = original
         .headers
         .keys()
         .filter(|n| doomed(n))
