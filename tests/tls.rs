@@ -342,3 +342,28 @@ fn check_refuses_tls_listeners_without_certificates_and_bad_tls_options() {
         "{err}"
     );
 }
+
+/// A certificate naming one host twice (again, in another case, or with a trailing dot in
+/// `sni`) does not clash with itself; two certificates naming it still do.
+#[test]
+fn a_certificate_may_repeat_its_own_names() {
+    let pki = Pki::new();
+    let twice = pki.issue("twice", "d.test", &["d.test", "D.test", "e.test"], None);
+    let (code, out, err) = check(&tls_config(&[cert_yaml(&twice, "")]));
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = check(&tls_config(&[cert_yaml(
+        &twice,
+        ", sni: [d.test, d.test.]",
+    )]));
+    assert_eq!(code, 0, "{out}{err}");
+    let other = pki.issue("other", "other.test", &["d.test"], None);
+    let (code, _, err) = check(&tls_config(&[
+        cert_yaml(&twice, ""),
+        cert_yaml(&other, ", sni: [D.test.]"),
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("d.test is already claimed by server.tls.certificates[0]"),
+        "{err}"
+    );
+}

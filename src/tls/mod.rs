@@ -120,11 +120,19 @@ pub fn build(tls: &TlsConfig, now: SystemTime) -> Result<Tls, Vec<Problem>> {
             continue;
         };
         let key = Arc::new(key);
-        let names = if cfg.sni.is_empty() {
+        // One spelling per name: a certificate listing a name twice (or in two cases), or an
+        // `sni` entry with the trailing dot of an absolute name, claims it once, and is
+        // matched like the SNI a client sends.
+        let mut names: Vec<String> = if cfg.sni.is_empty() {
             leaf.names
         } else {
-            cfg.sni.iter().map(|n| n.to_ascii_lowercase()).collect()
-        };
+            cfg.sni.clone()
+        }
+        .iter()
+        .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+        names.sort();
+        names.dedup();
         if names.is_empty() && !cfg.default {
             problems.push(Problem::new(
                 format!("{at}.cert_file"),
