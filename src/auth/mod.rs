@@ -286,39 +286,37 @@ impl Auth {
         // as a token in two places: the key would win, and the unverified token would still
         // travel upstream to a backend that may believe it.
         let api_key_found = identity.is_some();
-        {
-            if let Some((index, provider)) = policy.jwt.map(|i| (i, &self.jwt[i])) {
-                match token_source::find(
-                    req,
-                    provider.token_cookie.as_deref(),
-                    provider.token_query.as_deref(),
-                ) {
-                    Err(f) => return Verdict::Unauthorized(f),
-                    Ok(None) => {}
-                    Ok(Some(_)) if api_key_found => {
-                        return Verdict::Unauthorized(AuthFailure::Ambiguous)
+        if let Some((index, provider)) = policy.jwt.map(|i| (i, &self.jwt[i])) {
+            match token_source::find(
+                req,
+                provider.token_cookie.as_deref(),
+                provider.token_query.as_deref(),
+            ) {
+                Err(f) => return Verdict::Unauthorized(f),
+                Ok(None) => {}
+                Ok(Some(_)) if api_key_found => {
+                    return Verdict::Unauthorized(AuthFailure::Ambiguous)
+                }
+                Ok(Some((token, source))) => {
+                    if source == token_source::Source::Query {
+                        *strip_query = provider.token_query.clone();
                     }
-                    Ok(Some((token, source))) => {
-                        if source == token_source::Source::Query {
-                            *strip_query = provider.token_query.clone();
+                    match self.verify_jwt(index, &token) {
+                        Ok(id) => {
+                            identity = Some(id);
+                            *credential = Some(match source {
+                                token_source::Source::Header => {
+                                    Credential::Header(http::header::AUTHORIZATION)
+                                }
+                                token_source::Source::Cookie => Credential::Cookie(
+                                    provider.token_cookie.clone().unwrap_or_default(),
+                                ),
+                                token_source::Source::Query => Credential::Query(
+                                    provider.token_query.clone().unwrap_or_default(),
+                                ),
+                            });
                         }
-                        match self.verify_jwt(index, &token) {
-                            Ok(id) => {
-                                identity = Some(id);
-                                *credential = Some(match source {
-                                    token_source::Source::Header => {
-                                        Credential::Header(http::header::AUTHORIZATION)
-                                    }
-                                    token_source::Source::Cookie => Credential::Cookie(
-                                        provider.token_cookie.clone().unwrap_or_default(),
-                                    ),
-                                    token_source::Source::Query => Credential::Query(
-                                        provider.token_query.clone().unwrap_or_default(),
-                                    ),
-                                });
-                            }
-                            Err(f) => return Verdict::Unauthorized(f),
-                        }
+                        Err(f) => return Verdict::Unauthorized(f),
                     }
                 }
             }
