@@ -83,20 +83,13 @@ impl Admin {
         let Some(store) = &generation.gateway.cache else {
             return error(404, "not_found", "no server.cache is configured");
         };
-        if method == http::Method::GET {
+        if method != http::Method::DELETE {
             store.publish();
             let body = serde_json::json!({
                 "bytes": store.weighted_size(),
                 "max_size": store.max_size,
             });
             return reply(200, "application/json", body.to_string().into_bytes());
-        }
-        if method != http::Method::DELETE {
-            return error(
-                405,
-                "method_not_allowed",
-                "GET or DELETE /cache?route=<name>[&path=<path>]",
-            );
         }
         let (mut route, mut path) = (None, None);
         for (k, v) in query
@@ -127,6 +120,25 @@ impl Admin {
         let body = serde_json::json!({"route": route, "path": path, "removed": removed});
         reply(200, "application/json", body.to_string().into_bytes())
     }
+}
+
+/// The admin endpoints and the methods each answers. Everything is read-only except purging
+/// `/cache`; a `POST` or `PUT` that got `200` would tell a script (or an attacker probing for
+/// write access) that something happened.
+const ENDPOINTS: [(&str, &str); 6] = [
+    ("/health", "GET, HEAD"),
+    ("/ready", "GET, HEAD"),
+    ("/config", "GET, HEAD"),
+    ("/upstreams", "GET, HEAD"),
+    ("/metrics", "GET, HEAD"),
+    ("/cache", "GET, HEAD, DELETE"),
+];
+
+/// `None` when `method` may be used on `path` (or the path is no endpoint: that is a 404),
+/// else the `Allow` value of the 405.
+fn refused_method(path: &str, method: &http::Method) -> Option<&'static str> {
+    let (_, allow) = ENDPOINTS.iter().find(|(p, _)| *p == path)?;
+    (!allow.split(", ").any(|m| m == method.as_str())).then_some(*allow)
 }
 
 fn error(status: u16, code: &str, message: &str) -> Response<Vec<u8>> {
@@ -225,6 +237,17 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let path = req.uri.path();
+        if let Some(allow) = refused_method(path, &req.method) {
+            let mut refusal = error(
+                405,
+                "method_not_allowed",
+                &format!("{path} answers {allow}"),
+            );
+            if let Ok(v) = http::HeaderValue::from_str(allow) {
+                refusal.headers_mut().insert(http::header::ALLOW, v);
+            }
+            return refusal;
+        }
         match path {
             "/cache" => self.cache(&req.method, req.uri.query()),
             "/health" => reply(200, "application/json", br#"{"status":"ok"}"#.to_vec()),
@@ -266,6 +289,21 @@ impl ServeHttp for Admin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_cache_takes_delete_and_nothing_takes_post() {
+        use http::Method;
+        assert_eq!(refused_method("/health", &Method::GET), None);
+        assert_eq!(refused_method("/metrics", &Method::HEAD), None);
+        assert_eq!(refused_method("/cache", &Method::DELETE), None);
+        assert_eq!(refused_method("/config", &Method::POST), Some("GET, HEAD"));
+        assert_eq!(refused_method("/ready", &Method::DELETE), Some("GET, HEAD"));
+        assert_eq!(
+            refused_method("/cache", &Method::PUT),
+            Some("GET, HEAD, DELETE")
+        );
+        assert_eq!(refused_method("/nowhere", &Method::POST), None, "a 404");
+    }
 
     #[test]
     fn secrets_do_not_leave_in_config() {

@@ -132,3 +132,47 @@ async fn harness_tells_whose_listener_holds_a_port() {
     assert!(common::gateway::listens_on(me, b.port()));
     assert!(!common::gateway::listens_on(gw.pid(), b.port()));
 }
+
+/// The admin port is read-only except `DELETE /cache`: a write method gets 405 with the methods
+/// the endpoint answers, and `HEAD` gets the head alone (the next response on the same
+/// connection parses, so no body was sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoints_refuse_methods_they_do_not_answer() {
+    let a = Backend::start("a").await;
+    let gw = Gateway::start(&pool_config(&[&a], &[])).await;
+    for (method, path, allow) in [
+        ("POST", "/config", "GET, HEAD"),
+        ("PUT", "/health", "GET, HEAD"),
+        ("DELETE", "/ready", "GET, HEAD"),
+        ("PATCH", "/upstreams", "GET, HEAD"),
+        ("POST", "/metrics", "GET, HEAD"),
+        ("POST", "/cache", "GET, HEAD, DELETE"),
+    ] {
+        let r = common::raw_http::raw_request(
+            gw.admin_port(),
+            &format!("{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(r.status, 405, "{method} {path}: {r:?}");
+        assert_eq!(r.header("allow"), Some(allow), "{method} {path}: {r:?}");
+    }
+    let mut conn = common::raw_http::RawConn::connect(gw.admin_port()).await;
+    let head = conn
+        .request("HEAD /health HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("a response to HEAD");
+    assert_eq!(head.status, 200, "{head:?}");
+    let next = conn
+        .request("GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("a response after HEAD");
+    assert_eq!(next.status, 200, "{next:?}");
+    assert_eq!(next.body, br#"{"status":"ok"}"#);
+    // An unknown path stays a 404 whatever the method.
+    let r = common::raw_http::raw_request(
+        gw.admin_port(),
+        "POST /nowhere HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 404, "{r:?}");
+}

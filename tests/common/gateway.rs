@@ -292,6 +292,11 @@ impl Gateway {
         send(&self.client, method, &self.url(path), headers).await
     }
 
+    /// The admin listener's port, for requests the typed helpers do not send.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
     pub async fn admin_get(&self, path: &str) -> Resp {
         send(&self.client, "GET", &self.admin_url(path), &[]).await
     }
