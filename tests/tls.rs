@@ -367,3 +367,60 @@ fn a_certificate_may_repeat_its_own_names() {
         "{err}"
     );
 }
+
+/// `check` (and so reload) refuses what would fail every handshake for a name: a chain whose
+/// next certificate did not sign the leaf (another CA's of the same name, or a corrupt block),
+/// and `sni` entries no client can send.
+#[test]
+fn check_refuses_a_chain_that_does_not_sign_the_leaf_and_sni_no_client_sends() {
+    let pki = Pki::new();
+    let elsewhere = Pki::new();
+    let good = pki.issue("good", "good.test", &["good.test"], None);
+    let pem = std::fs::read_to_string(&good.cert).expect("chain");
+    let leaf_pem = &pem[..pem.find("-----END CERTIFICATE-----").expect("leaf") + 26];
+    let unrelated = Issued {
+        cert: pki.dir.path().join("unrelated.pem"),
+        key: good.key.clone(),
+    };
+    std::fs::write(&unrelated.cert, format!("{leaf_pem}{}", elsewhere.ca_pem())).expect("write");
+    let corrupt = Issued {
+        cert: pki.dir.path().join("corrupt.pem"),
+        key: good.key.clone(),
+    };
+    std::fs::write(
+        &corrupt.cert,
+        format!("{leaf_pem}-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n"),
+    )
+    .expect("write");
+    let (code, out, err) = check(&tls_config(&[
+        cert_yaml(&unrelated, ", sni: [a.test]"),
+        cert_yaml(&corrupt, ", sni: [b.test]"),
+        cert_yaml(&good, ", sni: ['*', '', 'a b', 127.0.0.1, c.test]"),
+    ]));
+    assert_eq!(code, 1, "{out}{err}");
+    for expected in [
+        "server.tls.certificates[0].cert_file:",
+        // Both test CAs are named alike: the name matches, the key does not.
+        "a certificate was not signed by the key of the next one",
+        "server.tls.certificates[1].cert_file:",
+        "certificate 2 of the file is not a readable X.509 certificate",
+        "server.tls.certificates[2].sni[0]: \"*\" is not a DNS name",
+        "server.tls.certificates[2].sni[1]: \"\" is not a DNS name",
+        "server.tls.certificates[2].sni[2]: \"a b\" is not a DNS name",
+        "server.tls.certificates[2].sni[3]: \"127.0.0.1\" is an address",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(!err.contains("sni[4]"), "{err}");
+    // The same leaf with its own CA after it, and the leaf alone, pass.
+    let alone = Issued {
+        cert: pki.dir.path().join("alone.pem"),
+        key: good.key.clone(),
+    };
+    std::fs::write(&alone.cert, leaf_pem).expect("write");
+    let (code, out, err) = check(&tls_config(&[
+        cert_yaml(&good, ""),
+        cert_yaml(&alone, ", sni: [alone.test]"),
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+}

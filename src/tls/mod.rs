@@ -123,6 +123,11 @@ pub fn build(tls: &TlsConfig, now: SystemTime) -> Result<Tls, Vec<Problem>> {
         // One spelling per name: a certificate listing a name twice (or in two cases), or an
         // `sni` entry with the trailing dot of an absolute name, claims it once, and is
         // matched like the SNI a client sends.
+        for (j, name) in cfg.sni.iter().enumerate() {
+            if let Some(why) = sni_problem(name) {
+                problems.push(Problem::new(format!("{at}.sni[{j}]"), why));
+            }
+        }
         let mut names: Vec<String> = if cfg.sni.is_empty() {
             leaf.names
         } else {
@@ -262,11 +267,134 @@ fn load_one(
     }
     if leaf.not_after - now < EXPIRY_WARNING.as_secs() as i64 {
         warnings.push(Problem::new(
-            cert_at,
+            cert_at.clone(),
             format!("the certificate expires at {expiry}, in less than 14 days"),
         ));
     }
+    match chain_fault(&certified.cert, now) {
+        None => {}
+        Some(ChainFault::Broken(why)) => {
+            problems.push(Problem::new(cert_at, format!("{}: {why}", cfg.cert_file)));
+            return None;
+        }
+        Some(ChainFault::OutOfDate(why)) => {
+            warnings.push(Problem::new(cert_at, format!("{}: {why}", cfg.cert_file)))
+        }
+    }
     Some((certified, leaf))
+}
+
+/// What is wrong with the certificates served after the leaf.
+enum ChainFault {
+    /// Clients cannot build a path from the leaf through them: refused.
+    Broken(String),
+    /// The path is there but a certificate on it is outside its validity period. Only a
+    /// warning: clients that know a newer cross-signature still connect.
+    OutOfDate(String),
+}
+
+/// Whether the certificates after the leaf are the chain that signs it, in the order clients
+/// read them: each one readable X.509, the issuer of the one before it, its signature on it
+/// valid. The file is served as it is, so a stale or unrelated intermediate would otherwise pass
+/// `check` and reload and then fail every handshake for the name. The last certificate is
+/// taken as the anchor (a root or the top intermediate; clients hold the root). A leaf alone
+/// has nothing to check.
+fn chain_fault(chain: &[CertificateDer<'_>], now: i64) -> Option<ChainFault> {
+    if chain.len() < 2 {
+        return None;
+    }
+    let mut parsed = Vec::with_capacity(chain.len());
+    for (i, der) in chain.iter().enumerate() {
+        match x509_parser::parse_x509_certificate(der.as_ref()) {
+            Ok((_, cert)) => parsed.push(cert),
+            Err(e) => {
+                return Some(ChainFault::Broken(format!(
+                    "certificate {} of the file is not a readable X.509 certificate ({e})",
+                    i + 1
+                )))
+            }
+        }
+    }
+    for (i, pair) in parsed.windows(2).enumerate() {
+        if pair[0].issuer().as_raw() != pair[1].subject().as_raw() {
+            return Some(ChainFault::Broken(format!(
+                "certificate {} ({}) is not the issuer of certificate {} (issued by {}); \
+                 list the leaf first, then each issuer in turn",
+                i + 2,
+                pair[1].subject(),
+                i + 1,
+                pair[0].issuer()
+            )));
+        }
+    }
+    let (top, between) = chain[1..].split_last()?;
+    let anchor = match webpki::anchor_from_trusted_cert(top) {
+        Ok(a) => a,
+        Err(e) => {
+            return Some(ChainFault::Broken(format!(
+                "the last certificate cannot anchor the chain: {e}"
+            )))
+        }
+    };
+    let leaf = match webpki::EndEntityCert::try_from(&chain[0]) {
+        Ok(l) => l,
+        Err(e) => return Some(ChainFault::Broken(format!("the leaf: {e}"))),
+    };
+    let algorithms = rustls::crypto::aws_lc_rs::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let anchors = [anchor];
+    let verified = leaf.verify_for_usage(
+        algorithms,
+        &anchors,
+        between,
+        rustls::pki_types::UnixTime::since_unix_epoch(Duration::from_secs(now.max(0) as u64)),
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    );
+    match verified {
+        Ok(_) => None,
+        Err(e @ (webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. })) => {
+            Some(ChainFault::OutOfDate(format!(
+                "a certificate of the chain is outside its validity period ({e})"
+            )))
+        }
+        Err(e @ webpki::Error::InvalidSignatureForPublicKey) => Some(ChainFault::Broken(format!(
+            "the chain does not verify: a certificate was not signed by the key of the next \
+             one, though its name matches (an old or re-keyed intermediate?) ({e})"
+        ))),
+        Err(e) => Some(ChainFault::Broken(format!(
+            "the chain does not verify from the leaf to the last certificate ({e})"
+        ))),
+    }
+}
+
+/// Why an `sni` entry can never match what a client sends, if it cannot: SNI carries a DNS
+/// name (RFC 6066 §3: no address, no trailing dot), and a wildcard covers one label.
+fn sni_problem(name: &str) -> Option<String> {
+    let host = name.strip_suffix('.').unwrap_or(name);
+    let bare = host.strip_prefix("*.").unwrap_or(host);
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Some(format!(
+            "{name:?} is an address; clients send no SNI when they connect by address: \
+             make this certificate the default instead"
+        ));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if bare.is_empty() || host.len() > 253 || !bare.split('.').all(label_ok) {
+        return Some(format!(
+            "{name:?} is not a DNS name (or *. and a DNS name) that SNI can carry"
+        ));
+    }
+    None
 }
 
 /// Every PEM certificate in a file, in order.
@@ -335,6 +463,134 @@ fn client_verifier(
                 format!("cannot verify clients with it: {e}"),
             ));
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+    #[test]
+    fn sni_entries_are_names_a_client_can_send() {
+        for good in [
+            "api.test",
+            "*.wild.test",
+            "svc_a.internal",
+            "absolute.test.",
+            "x",
+        ] {
+            assert_eq!(sni_problem(good), None, "{good}");
+        }
+        for bad in [
+            "*",
+            "",
+            "*.",
+            ".",
+            "a b",
+            "127.0.0.1",
+            "::1",
+            "*.10.0.0.1",
+            "-a.test",
+            "a..b",
+            "é.test",
+            "a/b",
+        ] {
+            assert!(sni_problem(bad).is_some(), "{bad:?}");
+        }
+    }
+
+    struct Ca {
+        der: CertificateDer<'static>,
+        cert: rcgen::Certificate,
+        key: KeyPair,
+    }
+
+    fn ca(name: &str, signer: Option<&Ca>, not_after: Option<SystemTime>) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        if let Some(t) = not_after {
+            params.not_before = (t - Duration::from_secs(3600)).into();
+            params.not_after = t.into();
+        }
+        let key = KeyPair::generate().expect("key");
+        let cert = match signer {
+            Some(s) => params.signed_by(&key, &s.cert, &s.key),
+            None => params.self_signed(&key),
+        }
+        .expect("cert");
+        Ca {
+            der: cert.der().clone(),
+            cert,
+            key,
+        }
+    }
+
+    fn leaf(signer: &Ca) -> CertificateDer<'static> {
+        let params = CertificateParams::new(vec!["api.test".to_string()]).expect("params");
+        let key = KeyPair::generate().expect("key");
+        params
+            .signed_by(&key, &signer.cert, &signer.key)
+            .expect("leaf")
+            .der()
+            .clone()
+    }
+
+    fn now() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    }
+
+    #[test]
+    fn the_served_chain_must_sign_the_leaf_in_order() {
+        let root = ca("root", None, None);
+        let inter = ca("inter", Some(&root), None);
+        let good = leaf(&inter);
+        let fault = |chain: &[&CertificateDer<'static>]| {
+            let chain: Vec<_> = chain.iter().map(|c| (*c).clone()).collect();
+            chain_fault(&chain, now())
+        };
+        assert!(fault(&[&good]).is_none(), "a leaf alone");
+        assert!(
+            fault(&[&good, &inter.der]).is_none(),
+            "leaf and intermediate"
+        );
+        assert!(
+            fault(&[&good, &inter.der, &root.der]).is_none(),
+            "the whole chain"
+        );
+
+        let broken = |f: Option<ChainFault>, needle: &str| match f {
+            Some(ChainFault::Broken(why)) => assert!(why.contains(needle), "{why}"),
+            Some(ChainFault::OutOfDate(why)) => panic!("broken, not out of date: {why}"),
+            None => panic!("accepted; wanted {needle}"),
+        };
+        let unrelated = ca("other", Some(&root), None);
+        broken(
+            fault(&[&good, &unrelated.der]),
+            "is not the issuer of certificate 1",
+        );
+        broken(fault(&[&good, &root.der, &inter.der]), "is not the issuer");
+        // Same name, another key: what a CA's re-keyed intermediate looks like.
+        let rekeyed = ca("inter", Some(&root), None);
+        broken(fault(&[&good, &rekeyed.der, &root.der]), "does not verify");
+        let garbage = CertificateDer::from(b"\x30\x03\x02\x01\x00".to_vec());
+        broken(
+            fault(&[&good, &garbage]),
+            "certificate 2 of the file is not a readable",
+        );
+
+        let stale = ca(
+            "stale",
+            Some(&root),
+            Some(SystemTime::now() - Duration::from_secs(60)),
+        );
+        match fault(&[&leaf(&stale), &stale.der, &root.der]) {
+            Some(ChainFault::OutOfDate(why)) => assert!(why.contains("validity"), "{why}"),
+            _ => panic!("an expired intermediate is a warning"),
         }
     }
 }
