@@ -185,6 +185,7 @@ routes:
   - {{name: limited, match: {{path_prefix: /limited}}, upstream: grpc, strip_prefix: true, rate_limit: one}}
   - {{name: down, match: {{path_prefix: /down}}, upstream: dead, strip_prefix: true}}
   - {{name: slow, match: {{path_prefix: /slow}}, upstream: slow, strip_prefix: true}}
+  - {{name: small, match: {{path_prefix: /small}}, upstream: grpc, strip_prefix: true, max_request_body: 1KiB}}
 "#,
         addr = backend.addr(),
         secret = secret.display(),
@@ -231,6 +232,26 @@ async fn gateway_refusals_are_grpc_statuses() {
     .await
     .expect_err("no admin role");
     assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+
+    // A message over the route's max_request_body (HTTP/2 sends no Content-Length): 413 →
+    // RESOURCE_EXHAUSTED at once, not a timeout while the backend waits for the rest.
+    let big = "m".repeat(4096);
+    let started = std::time::Instant::now();
+    let s = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        unary(&mut client, "/small/test.Echo/Unary", &big, 0, &[]),
+    )
+    .await
+    .expect("an answer, not a wait for the upstream's read_timeout")
+    .expect_err("over max_request_body");
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}\n{}", gw.logs());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    let small = unary(&mut client, "/small/test.Echo/Unary", "fits", 0, &[]).await;
+    assert!(small.is_ok(), "{small:?}");
 
     // 429 → RESOURCE_EXHAUSTED, with Retry-After and the rate-limit headers.
     let first = unary(&mut client, "/limited/test.Echo/Unary", "x", 0, &[]).await;

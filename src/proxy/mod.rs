@@ -484,10 +484,16 @@ impl Gateway {
             .route(ctx)
             .map_or(self.max_request_body, |r| r.max_request_body);
         if ctx.body_bytes > limit {
-            return Error::e_explain(
+            // Blamed on the client: Pingora's HTTP/2 upstream path keeps waiting for the
+            // upstream's answer after any other body error (the upstream, still expecting body,
+            // never answers: a 504 after read_timeout), but stops on a downstream error and
+            // resets the upstream stream. The HTTP/1 path stops on any error alike.
+            let mut refused = Error::explain(
                 ErrorType::HTTPStatus(413),
                 "request body over max_request_body",
             );
+            refused.as_down();
+            return Err(refused);
         }
         Ok(())
     }
