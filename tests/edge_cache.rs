@@ -476,6 +476,33 @@ async fn hits_are_the_stripped_json_compressed_per_client() {
         let got: serde_json::Value = serde_json::from_slice(&plain).expect("JSON");
         assert_eq!(got, expected, "{coding}");
     }
+    // A revalidation of the gzip variant: the 304 names what that client holds (the weak
+    // ETag) and says the representation varies by Accept-Encoding; for an identity client the
+    // strong ETag stays.
+    let not_modified = gw
+        .get_with(
+            "/json/doc",
+            &[("Accept-Encoding", "gzip"), ("If-None-Match", "W/\"d1\"")],
+        )
+        .await;
+    assert_eq!(not_modified.status, 304, "{not_modified}");
+    assert_eq!(
+        not_modified.header("etag"),
+        Some("W/\"d1\""),
+        "{not_modified}"
+    );
+    assert!(
+        not_modified
+            .header_all("vary")
+            .iter()
+            .any(|v| v.contains("Accept-Encoding")),
+        "{not_modified}"
+    );
+    let identity = gw
+        .get_with("/json/doc", &[("If-None-Match", "\"d1\"")])
+        .await;
+    assert_eq!(identity.status, 304, "{identity}");
+    assert_eq!(identity.header("etag"), Some("\"d1\""), "{identity}");
     let r = gw.get("/json/doc").await;
     assert_eq!(x_cache(&r), "HIT", "{r}");
     assert!(r.header("content-encoding").is_none(), "{r}");

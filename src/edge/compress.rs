@@ -234,12 +234,39 @@ impl Compress {
     }
 }
 
+impl Compress {
+    /// A 304 the cache answers for a stored response: the validators and `Vary` that the 200
+    /// this client would get carries (RFC 9110 §15.4.5), i.e. `Vary: Accept-Encoding` when the
+    /// stored response is compressible, and the weak `ETag` when this client's 200 would be
+    /// encoded.
+    pub fn not_modified_head(
+        &self,
+        stored: &ResponseHeader,
+        accept_encoding: Option<&str>,
+        resp: &mut ResponseHeader,
+    ) -> pingora::Result<()> {
+        if !self.eligible(false, stored) {
+            return Ok(());
+        }
+        super::cors::add_vary(resp, "Accept-Encoding")?;
+        if negotiate(accept_encoding).is_some() {
+            weaken_etag(resp)?;
+        }
+        Ok(())
+    }
+}
+
 /// The head of the `coding` representation: `Content-Encoding`, no `Content-Length` (the
 /// caller sets it when it knows it), weak `ETag`, no `Accept-Ranges`.
 pub fn encoded_head(coding: Coding, resp: &mut ResponseHeader) -> pingora::Result<()> {
     resp.remove_header(&http::header::CONTENT_LENGTH);
     resp.remove_header(&http::header::ACCEPT_RANGES);
     resp.insert_header(http::header::CONTENT_ENCODING, coding.token())?;
+    weaken_etag(resp)
+}
+
+/// An encoded representation is not byte-for-byte the one a strong `ETag` names.
+fn weaken_etag(resp: &mut ResponseHeader) -> pingora::Result<()> {
     let strong = resp
         .headers
         .get(http::header::ETAG)

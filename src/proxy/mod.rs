@@ -331,8 +331,11 @@ impl Gateway {
                 let (mut resp, mut body) = cache::hit_response(&hit.stored, req, Instant::now())?;
                 // Compressed per client from the stored identity body, each coding once per
                 // entry; whole, so the answer keeps a Content-Length.
+                let accept = header_str(req, http::header::ACCEPT_ENCODING);
+                if let (Some(compress), 304) = (&route.compress, resp.status.as_u16()) {
+                    compress.not_modified_head(&hit.stored.head, accept, &mut resp)?;
+                }
                 if let (Some(compress), Some(_)) = (&route.compress, &body) {
-                    let accept = header_str(req, http::header::ACCEPT_ENCODING);
                     if let Some(coding) = compress.choose(false, accept, &mut resp)? {
                         if let Some(encoded) = cache.encoded_body(&hit, coding)? {
                             compress::encoded_head(coding, &mut resp)?;
