@@ -3,6 +3,8 @@
 #   nginx proxy (the baseline of every ratio)      HAProxy (if installed)
 #   floor: a bare Pingora ProxyHttp (examples/floor.rs: same Pingora, features, allocator)
 #   tollgate, routing only                          tollgate + JWT + rate limit + access log
+#   tollgate_fair: routing only, work_stealing: false (one event loop per worker) and an
+#     upstream keep-alive pool of 1,024: the tail-latency configuration
 # and, with TLS=1 (default), nginx and tollgate terminating TLS with one certificate:
 #   HTTP/1.1 keep-alive over TLS (wrk), h2 (h2load), new handshakes (wrk, Connection: close);
 # and, with CACHE=1 (default), cache hits at 64 connections: nginx proxy_cache against
@@ -51,7 +53,7 @@ bin="$root/target/$profile/tollgate"
 floor="$root/target/$profile/examples/floor"
 
 for f in upstream.nginx.conf nginx.proxy.conf haproxy.cfg tollgate.routing.yaml tollgate.full.yaml tollgate.tls.yaml \
-  tollgate.cache.yaml; do
+  tollgate.cache.yaml tollgate.fair.yaml; do
   sed "s#__RUN__#$run#g" "$root/load-tests/compare/$f" >"$run/$f"
 done
 head -c 48 /dev/urandom | base64 | tr -d '\n' >"$run/jwt-secret"
@@ -80,6 +82,7 @@ start nginx "$PROXY_CPU" nginx -c "$run/nginx.proxy.conf"
 start floor "$PROXY_CPU" "$floor" 127.0.0.1:4905 127.0.0.1:4900
 start tollgate_routing "$PROXY_CPU" "$bin" run -c "$run/tollgate.routing.yaml"
 start tollgate_full "$PROXY_CPU" "$bin" run -c "$run/tollgate.full.yaml"
+start tollgate_fair "$PROXY_CPU" "$bin" run -c "$run/tollgate.fair.yaml"
 [ "$TLS" = 1 ] && start tollgate_tls "$PROXY_CPU" "$bin" run -c "$run/tollgate.tls.yaml"
 [ "$CACHE" = 1 ] && start tollgate_cache "$PROXY_CPU" "$bin" run -c "$run/tollgate.cache.yaml"
 have_haproxy=""
@@ -96,7 +99,7 @@ wait_url() {
   echo "$1 did not answer" >&2
   return 1
 }
-for p in 4900 4901 4902 4903 4905; do wait_url "http://127.0.0.1:$p/"; done
+for p in 4900 4901 4902 4903 4905 4906; do wait_url "http://127.0.0.1:$p/"; done
 [ -n "$have_haproxy" ] && wait_url "http://127.0.0.1:4904/"
 [ "$TLS" = 1 ] && for p in 4913 4921; do wait_url "https://127.0.0.1:$p/"; done
 if [ "$CACHE" = 1 ]; then
@@ -116,7 +119,7 @@ fi
 
 # "name port pidname [auth]"
 targets=("nginx 4903 nginx" "floor 4905 floor" "tollgate_routing 4901 tollgate_routing"
-  "tollgate_full 4902 tollgate_full auth")
+  "tollgate_full 4902 tollgate_full auth" "tollgate_fair 4906 tollgate_fair")
 [ -n "$have_haproxy" ] && targets=("${targets[0]}" "haproxy 4904 haproxy" "${targets[@]:1}")
 
 # CPU and memory of the proxy *and its children* (nginx and haproxy serve from workers).

@@ -73,7 +73,8 @@ def names(prefix):
     for f in sorted(os.listdir(out)):
         if f.startswith(prefix) and f.endswith(".1.txt"):
             found.append(f[len(prefix):-len(".1.txt")])
-    order = ["nginx", "haproxy", "floor", "tollgate_routing", "tollgate_full", "tollgate"]
+    order = ["nginx", "haproxy", "floor", "tollgate_routing", "tollgate_full", "tollgate_fair",
+             "tollgate"]
     return sorted(found, key=lambda n: order.index(n) if n in order else 99)
 
 

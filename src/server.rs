@@ -39,6 +39,7 @@ pub fn server_conf(config: &Config, flags: RunFlags) -> ServerConf {
     ServerConf {
         daemon: flags.daemon,
         threads: s.threads,
+        work_stealing: s.work_stealing,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
         // Always set: Pingora's own default grace is 300 s. A drain normally ends well before

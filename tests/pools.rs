@@ -619,3 +619,42 @@ async fn backend_answering_500_is_ejected_and_errors_stop() {
     assert_all_ok(&get_n(&gw, 20).await, "a ejected");
     assert_eq!(a.hits(), a_hits, "no request reaches the ejected backend");
 }
+
+/// `server.work_stealing: false` (one single-threaded event loop per worker thread) serves
+/// concurrent clients, balances over the pool and keeps the health checks running, as the
+/// default runtime does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_loops_without_work_stealing_serve_and_balance() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let gw = Gateway::start_with(
+        &["work_stealing: false"],
+        &pool_config(&[&a, &b], &[FAST_HEALTH, "retries: 0"]),
+    )
+    .await;
+    let mut calls = Vec::new();
+    for _ in 0..40 {
+        let client = gw.client.clone();
+        let url = gw.url("/rr");
+        calls.push(tokio::spawn(async move {
+            common::client::send(&client, "GET", &url, &[]).await
+        }));
+    }
+    for call in calls {
+        let r = call.await.expect("request task");
+        assert_eq!(r.status, 200, "{r}");
+    }
+    assert_eq!(a.hits() + b.hits(), 40);
+    assert!(
+        a.hits() >= 15 && b.hits() >= 15,
+        "a={} b={}",
+        a.hits(),
+        b.hits()
+    );
+    // The health checks run on their own loop: a dead backend still leaves the rotation.
+    b.kill().await;
+    tokio::time::sleep(LEAVE_BOUND).await;
+    let before = a.hits();
+    assert_all_ok(&get_n(&gw, 10).await, "after b died");
+    assert_eq!(a.hits() - before, 10, "{}", gw.logs());
+}

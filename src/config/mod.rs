@@ -73,6 +73,12 @@ pub struct ServerConfig {
     pub admin_listen: String,
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// How the worker threads share connections. `true`: one tokio runtime whose threads steal
+    /// each other's tasks (Pingora's default). `false`: one single-threaded event loop per
+    /// thread, each connection staying on the loop it was given (nginx's model): every ready
+    /// connection is served in turn, where the stealing scheduler serves a hot subset first.
+    #[serde(default = "default_work_stealing")]
+    pub work_stealing: bool,
     #[serde(default = "default_pid_file")]
     pub pid_file: String,
     #[serde(default = "default_upgrade_sock")]
@@ -152,6 +158,7 @@ impl Default for ServerConfig {
             tls: None,
             admin_listen: default_admin_listen(),
             threads: default_threads(),
+            work_stealing: default_work_stealing(),
             pid_file: default_pid_file(),
             upgrade_sock: default_upgrade_sock(),
             grace_period: default_grace_period(),
@@ -180,6 +187,9 @@ fn default_listen() -> Vec<String> {
 }
 fn default_admin_listen() -> String {
     "127.0.0.1:9901".to_string()
+}
+fn default_work_stealing() -> bool {
+    true
 }
 fn default_threads() -> usize {
     2

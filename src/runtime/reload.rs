@@ -134,6 +134,7 @@ fn keep_running_listeners(running: &Config, new: &mut Config) {
     n.tls_listen = o.tls_listen.clone();
     n.admin_listen = o.admin_listen.clone();
     n.threads = o.threads;
+    n.work_stealing = o.work_stealing;
     n.h2c = o.h2c;
     n.read_buffer = o.read_buffer;
     n.max_connections = o.max_connections;
@@ -158,6 +159,7 @@ fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
     note(o.tls_listen == n.tls_listen, "server.tls_listen");
     note(o.admin_listen == n.admin_listen, "server.admin_listen");
     note(o.threads == n.threads, "server.threads");
+    note(o.work_stealing == n.work_stealing, "server.work_stealing");
     note(o.h2c == n.h2c, "server.h2c");
     note(o.read_buffer == n.read_buffer, "server.read_buffer");
     note(
@@ -245,10 +247,10 @@ mod tests {
         let old = config("  listen: [\"127.0.0.1:8080\"]\n  threads: 2");
         let same = config("  listen: [\"127.0.0.1:8080\"]\n  threads: 2\n  idle_timeout: 5s");
         assert!(needs_upgrade(&old, &same).is_empty());
-        let moved = config("  listen: [\"127.0.0.1:8081\"]\n  threads: 4");
+        let moved = config("  listen: [\"127.0.0.1:8081\"]\n  threads: 4\n  work_stealing: false");
         assert_eq!(
             needs_upgrade(&old, &moved),
-            ["server.listen", "server.threads"]
+            ["server.listen", "server.threads", "server.work_stealing"]
         );
     }
 }
