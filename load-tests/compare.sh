@@ -99,7 +99,7 @@ wait_url() {
   echo "$1 did not answer" >&2
   return 1
 }
-for p in 4900 4901 4902 4903 4905 4906; do wait_url "http://127.0.0.1:$p/"; done
+for p in 4900 4901 4902 4903 4905 4909; do wait_url "http://127.0.0.1:$p/"; done
 [ -n "$have_haproxy" ] && wait_url "http://127.0.0.1:4904/"
 [ "$TLS" = 1 ] && for p in 4913 4921; do wait_url "https://127.0.0.1:$p/"; done
 if [ "$CACHE" = 1 ]; then
@@ -119,7 +119,7 @@ fi
 
 # "name port pidname [auth]"
 targets=("nginx 4903 nginx" "floor 4905 floor" "tollgate_routing 4901 tollgate_routing"
-  "tollgate_full 4902 tollgate_full auth" "tollgate_fair 4906 tollgate_fair")
+  "tollgate_full 4902 tollgate_full auth" "tollgate_fair 4909 tollgate_fair")
 [ -n "$have_haproxy" ] && targets=("${targets[0]}" "haproxy 4904 haproxy" "${targets[@]:1}")
 
 # CPU and memory of the proxy *and its children* (nginx and haproxy serve from workers).
