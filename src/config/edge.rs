@@ -135,11 +135,7 @@ pub fn origin_problem(origin: &str) -> Option<String> {
             "\u{0}"
         }
     });
-    let host = host.strip_prefix("*.").unwrap_or(host);
-    let valid_host = !host.is_empty()
-        && host
-            .split('.')
-            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    let valid_host = super::valid_host_pattern(host);
     let lower = origin.bytes().all(|b| !b.is_ascii_uppercase());
     if !matches!(scheme, "http" | "https") || !valid_host || !lower {
         return Some(format!(

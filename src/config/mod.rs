@@ -18,6 +18,7 @@ pub mod trace_export;
 mod units;
 pub mod upstream_transport;
 mod validate;
+pub(crate) use validate::valid_host_pattern;
 mod warnings;
 
 pub use problem::{Problem, Problems};

@@ -787,7 +787,9 @@ fn check_condition_regex(at: &str, cond: &super::matching::ValueMatch, out: &mut
     }
 }
 
-fn valid_host_pattern(host: &str) -> bool {
+/// A DNS name, or `*.` and one: labels of letters, digits and `-`. Route hosts, upstream
+/// `sni`, CORS origins and server certificates' `sni` entries all take this spelling.
+pub(crate) fn valid_host_pattern(host: &str) -> bool {
     let name = host.strip_prefix("*.").unwrap_or(host);
     !name.is_empty()
         && name.split('.').all(|label| {
