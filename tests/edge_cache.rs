@@ -718,3 +718,39 @@ async fn unverified_credentials_and_client_hop_claims_shape_no_entry() {
         );
     }
 }
+
+/// A MISS that is stored answers with the age its copy starts with (RFC 9111 §4.2.3): a
+/// response whose `Date` is 100 s old is 100 s old for the client that fetched it and for the
+/// next one that gets the copy, not 0 s and then 100 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_miss_reports_the_age_its_copy_starts_with() {
+    let up = Upstream::start().await;
+    let echo = Backend::start("echo").await;
+    let dated =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - std::time::Duration::from_secs(100));
+    up.serve(
+        "/c/aged",
+        Canned::json("{}")
+            .header("Date", &dated)
+            .header("Cache-Control", "max-age=3600"),
+    );
+    up.serve(
+        "/c/fresh",
+        Canned::json("{}").header("Cache-Control", "no-store"),
+    );
+    let gw = gateway(&up, &echo).await;
+    let age = |r: &Resp| -> u64 {
+        r.header("age")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no numeric Age: {r}"))
+    };
+    let miss = gw.get("/c/aged").await;
+    assert_eq!(x_cache(&miss), "MISS", "{miss}");
+    assert!((100..110).contains(&age(&miss)), "{miss}");
+    let hit = gw.get("/c/aged").await;
+    assert_eq!(x_cache(&hit), "HIT", "{hit}");
+    assert!(age(&hit) >= age(&miss), "{miss}\n{hit}");
+    // Not stored: nothing was kept, so nothing has aged.
+    let passed = gw.get("/c/fresh").await;
+    assert_eq!(age(&passed), 0, "{passed}");
+}

@@ -377,7 +377,8 @@ impl Gateway {
         if let Some(exchange) = &ctx.cache {
             resp.insert_header("X-Cache", exchange.outcome.header())?;
             if !resp.headers.contains_key(http::header::AGE) {
-                resp.insert_header(http::header::AGE, "0")?;
+                let age = exchange.miss_age().as_secs().to_string();
+                resp.insert_header(http::header::AGE, age)?;
             }
         }
         Ok(())

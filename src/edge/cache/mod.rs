@@ -378,6 +378,16 @@ impl Exchange {
         self.fill.is_some()
     }
 
+    /// The `Age` a MISS answers with when the upstream sent none: the age the stored copy
+    /// starts with (RFC 9111 §4.2.3, from the upstream's `Date` and the response delay), so
+    /// the client and the next hit agree; zero for a response that is not stored.
+    pub fn miss_age(&self) -> Duration {
+        self.fill
+            .as_ref()
+            .and_then(|f| f.pending.as_ref())
+            .map_or(Duration::ZERO, |p| p.freshness.initial_age)
+    }
+
     /// The upstream's response head, as JSON stripping left it and before compression: keep a
     /// copy when the response may be stored, else give up the fill (waking its waiters).
     pub fn on_response_head(&mut self, cache: &RouteCache, resp: &ResponseHeader) {
