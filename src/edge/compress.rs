@@ -232,9 +232,7 @@ impl Compress {
         super::cors::add_vary(resp, "Accept-Encoding")?;
         Ok(negotiate(accept_encoding))
     }
-}
 
-impl Compress {
     /// A 304 the cache answers for a stored response: the validators and `Vary` that the 200
     /// this client would get carries (RFC 9110 §15.4.5), i.e. `Vary: Accept-Encoding` when the
     /// stored response is compressible, and the weak `ETag` when this client's 200 would be

@@ -43,8 +43,7 @@ impl Reloader {
     pub async fn reload(&self, shutdown: &ShutdownWatch) -> Result<Reloaded, Problems> {
         let current = self.live.current();
         let (mut config, text) = Config::read_with_text(&self.path)?;
-        let not_applied = needs_upgrade(&current.config, &config);
-        keep_running_listeners(&current.config, &mut config);
+        let not_applied = keep_running_listeners(&current.config, &mut config);
         let runtime = Runtime::rebuild(&config, self.draining.clone(), &current)?;
         if let (Some(certs), Some(tls)) = (&self.certs, &runtime.tls) {
             certs.swap(tls.certificates.clone());
@@ -122,69 +121,85 @@ impl Reloader {
     }
 }
 
-/// The new generation runs with the settings the sockets, threads and TLS listener keep (see
-/// [`needs_upgrade`]), so that everything built from it agrees with what serves: a redirect to
-/// https names the port a TLS listener really has, `/config` shows the client CA really
-/// asked for, and the next reload compares against what runs, not against the last file. A
-/// file that only works with its own listener settings (`redirect_https` with a `tls_listen`
-/// added in the same edit) is then refused, like any config that cannot be applied.
-fn keep_running_listeners(running: &Config, new: &mut Config) {
-    let (o, n) = (&running.server, &mut new.server);
-    n.listen = o.listen.clone();
-    n.tls_listen = o.tls_listen.clone();
-    n.admin_listen = o.admin_listen.clone();
-    n.threads = o.threads;
-    n.work_stealing = o.work_stealing;
-    n.h2c = o.h2c;
-    n.read_buffer = o.read_buffer;
-    n.max_connections = o.max_connections;
-    n.header_read_timeout = o.header_read_timeout;
-    n.upstream_keepalive_pool = o.upstream_keepalive_pool;
-    if let (Some(o), Some(n)) = (&o.tls, &mut n.tls) {
-        n.client_ca_file = o.client_ca_file.clone();
-        n.client_auth = o.client_auth;
-    }
-}
-
-/// Settings that live in sockets, threads or the TLS listener itself.
-fn needs_upgrade(old: &Config, new: &Config) -> Vec<String> {
-    let (o, n) = (&old.server, &new.server);
-    let mut changed = Vec::new();
-    let mut note = |same: bool, what: &str| {
-        if !same {
-            changed.push(what.to_string());
-        }
-    };
-    note(o.listen == n.listen, "server.listen");
-    note(o.tls_listen == n.tls_listen, "server.tls_listen");
-    note(o.admin_listen == n.admin_listen, "server.admin_listen");
-    note(o.threads == n.threads, "server.threads");
-    note(o.work_stealing == n.work_stealing, "server.work_stealing");
-    note(o.h2c == n.h2c, "server.h2c");
-    note(o.read_buffer == n.read_buffer, "server.read_buffer");
-    note(
-        o.max_connections == n.max_connections,
-        "server.max_connections",
-    );
-    note(
-        o.header_read_timeout == n.header_read_timeout,
-        "server.header_read_timeout",
-    );
-    note(
-        o.upstream_keepalive_pool == n.upstream_keepalive_pool,
-        "server.upstream_keepalive_pool",
-    );
+/// Settings that live in sockets, threads or the TLS listener itself: a reload cannot change
+/// them, only the binary upgrade can. The new generation runs with the running values, so that
+/// everything built from it agrees with what serves: a redirect to https names the port a TLS
+/// listener really has, `/config` shows the client CA really asked for, and the next reload
+/// compares against what runs, not against the last file. A file that only works with its own
+/// listener settings (`redirect_https` with a `tls_listen` added in the same edit) is then
+/// refused, like any config that cannot be applied. Returns the settings the file changed,
+/// which the reload names as not applied.
+fn keep_running_listeners(running: &Config, new: &mut Config) -> Vec<String> {
     // Client authentication exists only with a client CA: a `tls` section appearing without
     // one changes nothing the listener does.
     let client_auth = |c: &Config| {
         let tls = c.server.tls.as_ref()?;
         Some((tls.client_ca_file.clone()?, tls.client_auth))
     };
-    note(
-        client_auth(old) == client_auth(new),
-        "server.tls.client_ca_file / client_auth",
+    let client_auth_changed = client_auth(running) != client_auth(new);
+    let (o, n) = (&running.server, &mut new.server);
+    let mut changed = Vec::new();
+    keep(&mut changed, "server.listen", &o.listen, &mut n.listen);
+    keep(
+        &mut changed,
+        "server.tls_listen",
+        &o.tls_listen,
+        &mut n.tls_listen,
     );
+    keep(
+        &mut changed,
+        "server.admin_listen",
+        &o.admin_listen,
+        &mut n.admin_listen,
+    );
+    keep(&mut changed, "server.threads", &o.threads, &mut n.threads);
+    keep(
+        &mut changed,
+        "server.work_stealing",
+        &o.work_stealing,
+        &mut n.work_stealing,
+    );
+    keep(&mut changed, "server.h2c", &o.h2c, &mut n.h2c);
+    keep(
+        &mut changed,
+        "server.read_buffer",
+        &o.read_buffer,
+        &mut n.read_buffer,
+    );
+    keep(
+        &mut changed,
+        "server.max_connections",
+        &o.max_connections,
+        &mut n.max_connections,
+    );
+    keep(
+        &mut changed,
+        "server.header_read_timeout",
+        &o.header_read_timeout,
+        &mut n.header_read_timeout,
+    );
+    keep(
+        &mut changed,
+        "server.upstream_keepalive_pool",
+        &o.upstream_keepalive_pool,
+        &mut n.upstream_keepalive_pool,
+    );
+    if client_auth_changed {
+        changed.push("server.tls.client_ca_file / client_auth".to_string());
+    }
+    if let (Some(o), Some(n)) = (&o.tls, &mut n.tls) {
+        n.client_ca_file = o.client_ca_file.clone();
+        n.client_auth = o.client_auth;
+    }
     changed
+}
+
+/// `new` takes the running value; `what` is named when the file had another.
+fn keep<T: PartialEq + Clone>(changed: &mut Vec<String>, what: &str, running: &T, new: &mut T) {
+    if running != new {
+        changed.push(what.to_string());
+        *new = running.clone();
+    }
 }
 
 #[async_trait]
@@ -232,7 +247,8 @@ mod tests {
         let old = config("  listen: [\"127.0.0.1:8080\"]\n  max_connections: 10");
         let mut new =
             config("  listen: [\"127.0.0.1:9090\"]\n  max_connections: 77\n  idle_timeout: 5s");
-        keep_running_listeners(&old, &mut new);
+        let changed = keep_running_listeners(&old, &mut new);
+        assert_eq!(changed, ["server.listen", "server.max_connections"]);
         assert_eq!(new.server.listen, ["127.0.0.1:8080"]);
         assert_eq!(new.server.max_connections, 10);
         assert_eq!(
@@ -245,11 +261,12 @@ mod tests {
     #[test]
     fn listener_changes_are_named_as_needing_the_upgrade() {
         let old = config("  listen: [\"127.0.0.1:8080\"]\n  threads: 2");
-        let same = config("  listen: [\"127.0.0.1:8080\"]\n  threads: 2\n  idle_timeout: 5s");
-        assert!(needs_upgrade(&old, &same).is_empty());
-        let moved = config("  listen: [\"127.0.0.1:8081\"]\n  threads: 4\n  work_stealing: false");
+        let mut same = config("  listen: [\"127.0.0.1:8080\"]\n  threads: 2\n  idle_timeout: 5s");
+        assert!(keep_running_listeners(&old, &mut same).is_empty());
+        let mut moved =
+            config("  listen: [\"127.0.0.1:8081\"]\n  threads: 4\n  work_stealing: false");
         assert_eq!(
-            needs_upgrade(&old, &moved),
+            keep_running_listeners(&old, &mut moved),
             ["server.listen", "server.threads", "server.work_stealing"]
         );
     }

@@ -120,14 +120,14 @@ pub fn build(tls: &TlsConfig, now: SystemTime) -> Result<Tls, Vec<Problem>> {
             continue;
         };
         let key = Arc::new(key);
-        // One spelling per name: a certificate listing a name twice (or in two cases), or an
-        // `sni` entry with the trailing dot of an absolute name, claims it once, and is
-        // matched like the SNI a client sends.
         for (j, name) in cfg.sni.iter().enumerate() {
             if let Some(why) = sni_problem(name) {
                 problems.push(Problem::new(format!("{at}.sni[{j}]"), why));
             }
         }
+        // One spelling per name: a certificate listing a name twice (or in two cases), or an
+        // `sni` entry with the trailing dot of an absolute name, claims it once, and is
+        // matched like the SNI a client sends.
         let mut names: Vec<String> = if cfg.sni.is_empty() {
             leaf.names
         } else {
